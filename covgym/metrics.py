@@ -148,3 +148,55 @@ def fit_entropy_law(entropy: "np.ndarray | list[float]", reward: "np.ndarray | l
     total = ((r - r.mean()) ** 2).sum()
     r2 = float(1.0 - (residual**2).sum() / total) if total > 0 else math.nan
     return float(a), float(b), r2
+
+
+def entropy_law_summary(entropy: "np.ndarray | list[float]", reward: "np.ndarray | list[float]"
+                        ) -> dict[str, float]:
+    """``fit_entropy_law`` as named floats: ``law_a``, ``law_b``, ``law_r2`` and ``law_ceiling = b − a``.
+
+    The ceiling is the reward the fitted law predicts at zero entropy, i.e. where a run that keeps trading
+    entropy for reward must stop (Cui et al. 2025, section 2).
+    """
+    a, b, r2 = fit_entropy_law(entropy, reward)
+    return {"law_a": a, "law_b": b, "law_r2": r2, "law_ceiling": b - a}
+
+
+def forecast_entropy_law(entropy: "np.ndarray | list[float]", reward: "np.ndarray | list[float]",
+                         fit_fraction: float = 0.5) -> dict[str, float]:
+    """Fit ``R = −a·exp(H) + b`` on the first ``fit_fraction`` of a run and score it on the rest.
+
+    This is the paper's forecasting claim: the early, high-entropy part of a run predicts the reward reached
+    later, once entropy has fallen. Points are taken in the order given (training order).
+
+    Returns:
+        ``law_a``, ``law_b``, ``law_r2`` (fit part), ``law_ceiling`` (``b − a``), ``fit_points``,
+        ``test_points``, and on the held-out part ``forecast_mae``, ``forecast_rmse``, ``forecast_r2``
+        (1 − SSE/SST around the held-out mean; nan when the held-out reward is constant) and
+        ``forecast_final_error`` (prediction − actual at the last point).
+    """
+    if not 0.0 < fit_fraction < 1.0:
+        raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+    h = np.asarray(entropy, dtype=float)
+    r = np.asarray(reward, dtype=float)
+    if h.shape != r.shape or h.ndim != 1:
+        raise ValueError(f"entropy and reward must be 1-d of equal length, got {h.shape} and {r.shape}")
+    keep = np.isfinite(h) & np.isfinite(r)
+    h, r = h[keep], r[keep]
+    n_fit = int(round(fit_fraction * h.size))
+    if n_fit < 2 or h.size - n_fit < 1:
+        raise ValueError(f"forecast_entropy_law needs >= 2 fit points and >= 1 test point, got {h.size} points "
+                         f"with fit_fraction={fit_fraction}")
+    summary = entropy_law_summary(h[:n_fit], r[:n_fit])
+    predicted = _entropy_law(h[n_fit:], summary["law_a"], summary["law_b"])
+    actual = r[n_fit:]
+    error = predicted - actual
+    total = ((actual - actual.mean()) ** 2).sum()
+    summary.update({
+        "fit_points": float(n_fit),
+        "test_points": float(actual.size),
+        "forecast_mae": float(np.abs(error).mean()),
+        "forecast_rmse": float(np.sqrt((error**2).mean())),
+        "forecast_r2": float(1.0 - (error**2).sum() / total) if total > 0 else math.nan,
+        "forecast_final_error": float(error[-1]),
+    })
+    return summary
