@@ -1,20 +1,26 @@
 """Graders: total functions from (gold answer, model response) to a verdict. They never raise.
 
-A fast exact path handles plain numbers; everything else goes to math-verify, with the gold answer as the first
-argument of ``verify`` (it is asymmetric). Input is capped in length and nothing is evaluated as code.
+A fast exact path handles plain numbers (integers, decimals, ``p/q``, ``\\frac{p}{q}``, thousands separators);
+everything else goes to math-verify in a worker process with a hard time bound (``covgym.envs.verify_pool``),
+with the gold answer as the first argument of ``verify`` (it is asymmetric). Input is capped in length and
+nothing is evaluated as code.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 
+from covgym.envs.verify_pool import POOL
+
 MAX_RESPONSE_CHARS = 4096
 MAX_ANSWER_CHARS = 512
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
-_PLAIN_NUMBER = re.compile(r"^\s*-?\d+(?:\.\d+)?(?:/\d+)?\s*$")
+_NUMBER_TEXT = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?"
+_NUMBER = re.compile(_NUMBER_TEXT)
+_PLAIN_NUMBER = re.compile(rf"^\s*{_NUMBER_TEXT}\s*$")
+_LATEX_FRACTION = re.compile(r"^\s*(-?)\s*\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}\s*$")
+_DECORATION = re.compile(r"^\s*(?:\\\$|\$)?\s*|\s*\.?\s*$")
 
 
 @dataclass(frozen=True)
@@ -44,45 +50,53 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def extract_last_number(text: str) -> str | None:
+    """The last plain number in ``text`` (``1,234`` and ``-3/4`` count as one number), or None."""
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
 def extract_final_answer(text: str) -> str | None:
     """The answer a response commits to: the last ``\\boxed{}``, else the last plain number."""
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed.strip()
-    numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    return extract_last_number(text)
 
 
-def parse_number(text: str) -> Fraction | None:
-    """Exact value of a plain integer, decimal or ``p/q`` string, else None."""
-    if not _PLAIN_NUMBER.match(text or ""):
+def parse_number(text: str | None) -> Fraction | None:
+    """Exact value of a plain number (``12``, ``-1,234.5``, ``3/4``, ``\\frac{3}{4}``, ``$12``), else None."""
+    if not isinstance(text, str) or len(text) > MAX_ANSWER_CHARS:
+        return None
+    stripped = _DECORATION.sub("", text)
+    fraction = _LATEX_FRACTION.match(stripped)
+    if fraction:
+        sign, numerator, denominator = fraction.groups()
+        if int(denominator) == 0:
+            return None
+        value = Fraction(int(numerator), int(denominator))
+        return -value if sign else value
+    if not _PLAIN_NUMBER.match(stripped):
         return None
     try:
-        return Fraction(text.strip().replace(" ", ""))
+        return Fraction(stripped.strip().replace(",", ""))
     except (ValueError, ZeroDivisionError):
         return None
 
 
-def _math_verify(gold: str, candidate: str) -> bool:
-    """math-verify comparison; its signal-based timeout only works in the main thread, so elsewhere it is off."""
-    try:
-        from math_verify import parse, verify
-
-        in_main = threading.current_thread() is threading.main_thread()
-        timeout = 5 if in_main else None
-        gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
-        answer_parsed = parse(f"${candidate}$", parsing_timeout=timeout)
-        if not gold_parsed or not answer_parsed:
-            return False
-        return bool(verify(gold_parsed, answer_parsed, timeout_seconds=timeout))
-    except BaseException as error:  # math-verify's TimeoutException derives from BaseException
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            raise
-        return False
+def equivalent(gold: str, candidate: str, timeout_s: float | None = None) -> tuple[bool, str]:
+    """Whether ``candidate`` equals ``gold``: exact for numbers, else math-verify (bounded). Never raises."""
+    gold_value, candidate_value = parse_number(gold), parse_number(candidate)
+    if gold_value is not None and candidate_value is not None:
+        equal = gold_value == candidate_value
+        return equal, "exact numeric match" if equal else "numeric mismatch"
+    if len(gold) > MAX_ANSWER_CHARS or len(candidate) > MAX_ANSWER_CHARS:
+        return False, "answer too long for math-verify"
+    return POOL.equal(gold, candidate, timeout_s)
 
 
-def grade_math(gold: str, response: str) -> Grade:
-    """Grade a free-form math response against ``gold``. Total: never raises, bounded input."""
+def grade_math(gold: str, response: str, timeout_s: float | None = None) -> Grade:
+    """Grade a free-form math response against ``gold``. Total: never raises, bounded input and time."""
     if not isinstance(response, str):
         return Grade(False, None, "response is not a string")
     if len(response) > MAX_RESPONSE_CHARS:
@@ -93,10 +107,5 @@ def grade_math(gold: str, response: str) -> Grade:
         return Grade(False, None, "no answer found", has_format)
     if len(extracted) > MAX_ANSWER_CHARS:
         return Grade(False, None, "extracted answer too long", has_format)
-    gold_value, answer_value = parse_number(gold), parse_number(extracted)
-    if gold_value is not None and answer_value is not None:
-        correct = gold_value == answer_value
-        return Grade(correct, extracted, "exact numeric match" if correct else "numeric mismatch", has_format)
-    correct = _math_verify(gold, extracted)
-    return Grade(correct, extracted, "math-verify equivalent" if correct else "math-verify not equivalent",
-                 has_format)
+    correct, reason = equivalent(str(gold), extracted, timeout_s)
+    return Grade(correct, extracted, reason, has_format)
