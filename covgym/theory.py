@@ -134,7 +134,6 @@ def algorithm_update(logits: Tensor, rewards: Tensor, algorithm, lr: float, grou
     token_advantages = algorithm.advantages(batch)  # [B, 2]
     states, flat_actions = batch.input_ids[:, 0], batch.input_ids[:, 1]
     parameters = logits.detach().double().clone().requires_grad_(True)
-    optimizer = torch.optim.SGD([parameters], lr=lr)
     order = torch.randperm(batch.batch_size, generator=generator)
     metrics: dict[str, float] = {}
     for index in torch.chunk(order, minibatches):
@@ -146,9 +145,9 @@ def algorithm_update(logits: Tensor, rewards: Tensor, algorithm, lr: float, grou
         loss, metrics = algorithm.policy_loss(
             token_log_probs, batch.old_log_probs[index].double(), token_advantages[index].double(),
             batch.response_mask[index].double(), entropy=token_entropy)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        (gradient,) = torch.autograd.grad(loss, parameters)
+        with torch.no_grad():
+            parameters -= lr * gradient  # plain SGD on the logits
     return parameters.detach(), metrics
 
 

@@ -189,25 +189,43 @@ def test_unknown_method_and_bad_shapes_raise():
         theory.train_bandit([1.0], steps=1)
 
 
-# A bandit where the likely action is also the best one: Cov(log π, A) > 0, so plain PG collapses entropy.
-COLLAPSE_REWARDS = [[1.0, 0.6, 0.3, 0.0, 0.0, 0.0]]
-COLLAPSE_LOGITS = [[1.5, 1.0, 0.5, 0.0, 0.0, 0.0]]
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add contention (100x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _contextual_bandit(seed: int = 0, states: int = 8, actions: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Binary rewards, action 0 always correct and a priori likely: Cov(log π, A) > 0, entropy falls under PG."""
+    rng = np.random.default_rng(seed)
+    rewards = (rng.random((states, actions)) < 0.4).astype(float)
+    rewards[:, 0] = 1.0
+    logits = rng.normal(0.0, 1.0, (states, actions))
+    logits[:, 0] += 1.0
+    return rewards, logits
 
 
 def _entropy_after(method: str, seed: int, **algorithm_kwargs) -> float:
-    trajectory = theory.train_bandit(COLLAPSE_REWARDS, method, steps=40, lr=1.0, init_logits=COLLAPSE_LOGITS,
-                                     algorithm_kwargs=algorithm_kwargs, group_size=32, minibatches=4, seed=seed)
+    rewards, logits = _contextual_bandit()
+    trajectory = theory.train_bandit(rewards, method, steps=30, lr=0.3, init_logits=logits,
+                                     algorithm_kwargs=algorithm_kwargs, group_size=16, minibatches=4, seed=seed)
+    assert trajectory.entropy[-1] < trajectory.entropy[0]  # all of them learn (and lower entropy) ...
+    assert trajectory.reward[-1] > trajectory.reward[0]
     return trajectory.entropy[-1]
 
 
 @pytest.mark.parametrize("method, kwargs", [
-    ("clip_cov", {"clip_cov_ratio": 0.1, "clip_cov_lb": 0.0, "clip_cov_ub": 5.0}),
-    ("kl_cov", {"kl_cov_ratio": 0.1, "ppo_kl_coef": 1.0}),
+    ("clip_cov", {"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0, "clip_cov_ub": 5.0}),
+    ("kl_cov", {"kl_cov_ratio": 0.2, "ppo_kl_coef": 1.0}),
 ])
 def test_covariance_methods_keep_entropy_above_plain_pg_on_a_bandit(method, kwargs):
+    """... but Clip-Cov and KL-Cov, acting on the high-covariance tokens, keep entropy higher (same seeds)."""
     if method not in algorithms.names():
         pytest.skip(f"{method} is not registered yet (covgym.algorithms.names() = {algorithms.names()})")
-    for seed in range(3):
+    for seed in range(2):
         plain = _entropy_after("grpo", seed)
         controlled = _entropy_after(method, seed, **kwargs)
-        assert controlled > plain, (method, seed, controlled, plain)
+        assert controlled > plain + 0.02, (method, seed, controlled, plain)
