@@ -221,3 +221,157 @@ def train_bandit(rewards: Tensor | np.ndarray | list, method: str = "vanilla_pg"
         trajectory.reward.append(float(expected_reward(logits, reward_table).mean()))
     trajectory.logits = logits
     return trajectory
+
+
+# ------------------------------------------------------------------------------------------ sequences
+class TokenTree:
+    """A tabular autoregressive policy: ``length`` tokens from a ``vocab``-token alphabet, one state per prefix.
+
+    States are the prefixes of length 0 .. length−1 (``Σ_l vocab^l`` of them), each with its own logits row, so
+    a sampled sequence visits ``length`` states, as an LM response visits its positions. The reward is given per
+    complete sequence, ``[vocab^length]`` in mixed-radix order (first token most significant). Everything is exact
+    by enumeration, so keep ``vocab^length`` small (a few thousand).
+    """
+
+    def __init__(self, vocab: int, length: int, rewards: Tensor | np.ndarray | list) -> None:
+        if vocab < 2 or length < 1:
+            raise ValueError(f"vocab must be >= 2 and length >= 1, got vocab={vocab}, length={length}")
+        self.vocab, self.length = vocab, length
+        self.rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)  # [vocab^length]
+        if self.rewards.numel() != vocab**length:
+            raise ValueError(f"rewards must have vocab**length = {vocab**length} entries, got {self.rewards.numel()}")
+        self.offsets = [sum(vocab**j for j in range(level)) for level in range(length + 1)]
+        self.num_states = self.offsets[length]
+        codes = torch.arange(vocab**length)
+        digits = [(codes // vocab ** (length - 1 - t)) % vocab for t in range(length)]
+        self.sequence_tokens = torch.stack(digits, dim=1)  # [N, L]
+        prefixes = [codes // vocab ** (length - t) for t in range(length)]  # value of the first t tokens
+        self.sequence_states = torch.stack([self.offsets[t] + prefixes[t] for t in range(length)], dim=1)  # [N, L]
+
+    def sequence_log_probs(self, logits: Tensor) -> Tensor:
+        """``[N]`` log-probability of every complete sequence under the table ``logits`` ``[S, vocab]``."""
+        log_pi = torch.log_softmax(logits, dim=-1)
+        return log_pi[self.sequence_states, self.sequence_tokens].sum(-1)
+
+    def expected_reward(self, logits: Tensor) -> Tensor:
+        return (self.sequence_log_probs(logits).exp() * self.rewards).sum()
+
+    def state_visitation(self, logits: Tensor) -> Tensor:
+        """``[S]`` probability of reaching each prefix, divided by ``length`` (a distribution over positions)."""
+        probs = self.sequence_log_probs(logits.detach()).exp()  # [N]
+        visits = torch.zeros(self.num_states, dtype=torch.float64)
+        visits.index_add_(0, self.sequence_states.reshape(-1), probs[:, None].expand(-1, self.length).reshape(-1))
+        return visits / self.length
+
+    def q_values(self, logits: Tensor) -> Tensor:
+        """``[S, vocab]`` exact Q(s, a): expected final reward after prefix s and token a, by backward recursion."""
+        pi = torch.softmax(logits.detach().double(), dim=-1)
+        q = torch.zeros(self.num_states, self.vocab, dtype=torch.float64)
+        next_values = self.rewards  # values of the prefixes one level down, [vocab^(level+1)]
+        for level in range(self.length - 1, -1, -1):
+            rows = slice(self.offsets[level], self.offsets[level + 1])
+            q[rows] = next_values.reshape(-1, self.vocab)
+            next_values = (pi[rows] * q[rows]).sum(-1)
+        return q
+
+    def advantages(self, logits: Tensor) -> Tensor:
+        q = self.q_values(logits)
+        return q - (torch.softmax(logits.detach().double(), dim=-1) * q).sum(-1, keepdim=True)
+
+    def mean_entropy(self, logits: Tensor) -> float:
+        """Expected per-token entropy along the policy's own sequences (what an LM run logs as entropy)."""
+        return float((self.state_visitation(logits) * entropy(logits)).sum())
+
+    def sample(self, logits: Tensor, count: int, generator: torch.Generator) -> Tensor:
+        """``[count]`` sequence codes sampled token by token."""
+        codes = torch.zeros(count, dtype=torch.long)
+        pi = torch.softmax(logits.detach().double(), dim=-1)
+        for level in range(self.length):
+            tokens = torch.multinomial(pi[self.offsets[level] + codes], 1, generator=generator)[:, 0]
+            codes = codes * self.vocab + tokens
+        return codes
+
+
+def _sequence_batch(tree: TokenTree, logits: Tensor, codes: Tensor) -> RolloutBatch:
+    """Sampled sequences as one group of responses ``[G, 1 + length]`` (position 0 the prompt)."""
+    count, length = codes.numel(), tree.length
+    log_pi = torch.log_softmax(logits.detach().double(), dim=-1)
+    states, tokens = tree.sequence_states[codes], tree.sequence_tokens[codes]  # [G, L]
+    pad = torch.zeros(count, 1)
+    return RolloutBatch(
+        input_ids=torch.cat([torch.zeros(count, 1, dtype=torch.long), tokens], dim=1),
+        attention_mask=torch.ones(count, length + 1, dtype=torch.long),
+        response_mask=torch.cat([pad, torch.ones(count, length)], dim=1),
+        old_log_probs=torch.cat([pad, log_pi[states, tokens].float()], dim=1),
+        rewards=tree.rewards[codes].float(),
+        group_ids=torch.zeros(count, dtype=torch.long),
+        entropies=torch.cat([pad, entropy(logits.detach())[states].float()], dim=1),
+    )
+
+
+def train_sequence(tree: TokenTree, method: str = "vanilla_pg", steps: int = 100, lr: float = 0.1,
+                   init_logits: Tensor | np.ndarray | None = None, algorithm_kwargs: dict | None = None,
+                   group_size: int = 16, minibatches: int = 4, seed: int = 0) -> Trajectory:
+    """Train a ``TokenTree`` policy; the sequential counterpart of ``train_bandit``.
+
+    ``vanilla_pg``: Δz = η·∇_z E[R] (autograd of the exact expected reward; includes the state visitation).
+    ``natural_pg``: Δz(s, a) = η·A(s, a) with the exact advantage Q(s, a) − V(s).
+    A registered algorithm name: one group of ``group_size`` sampled sequences per step, the algorithm's own
+    advantages and loss over ``[G, 1 + length]`` token tensors, SGD on the logits in ``minibatches`` steps.
+    The trajectory's entropy is the expected per-token entropy; covariance, predicted and actual changes are
+    visitation-weighted means over states (as an LM run averages over its response positions).
+    """
+    logits = torch.zeros(tree.num_states, tree.vocab, dtype=torch.float64) if init_logits is None \
+        else torch.as_tensor(init_logits, dtype=torch.float64).clone()
+    if logits.shape != (tree.num_states, tree.vocab):
+        raise ValueError(f"init_logits has shape {tuple(logits.shape)}, expected {(tree.num_states, tree.vocab)}")
+    algorithm, generator = None, None
+    if method not in EXACT_METHODS:
+        algorithm = algorithms.get(method)(**(algorithm_kwargs or {}))
+        generator = torch.Generator().manual_seed(seed)
+        if hasattr(algorithm, "set_generator"):
+            algorithm.set_generator(generator)
+    trajectory = Trajectory(method=method)
+    trajectory.entropy.append(tree.mean_entropy(logits))
+    trajectory.reward.append(float(tree.expected_reward(logits)))
+    for _ in range(steps):
+        if method == "vanilla_pg":
+            parameters = logits.clone().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(tree.expected_reward(parameters), parameters)
+            new_logits = logits + lr * gradient
+        elif method == "natural_pg":
+            new_logits = logits + lr * tree.advantages(logits)
+        else:
+            new_logits = _sequence_algorithm_update(tree, logits, algorithm, lr, group_size, minibatches, generator)
+        delta = new_logits - logits
+        visits = tree.state_visitation(logits)
+        trajectory.covariance.append(float((visits * policy_covariance(logits, tree.advantages(logits))).sum()))
+        trajectory.predicted_change.append(float((visits * predicted_entropy_change(logits, delta)).sum()))
+        trajectory.actual_change.append(float((visits * exact_entropy_change(logits, delta)).sum()))
+        logits = new_logits
+        trajectory.entropy.append(tree.mean_entropy(logits))
+        trajectory.reward.append(float(tree.expected_reward(logits)))
+    trajectory.logits = logits
+    return trajectory
+
+
+def _sequence_algorithm_update(tree: TokenTree, logits: Tensor, algorithm, lr: float, group_size: int,
+                               minibatches: int, generator: torch.Generator) -> Tensor:
+    codes = tree.sample(logits, group_size, generator)
+    batch = _sequence_batch(tree, logits, codes)
+    token_advantages = algorithm.advantages(batch)  # [G, 1 + L]
+    states, tokens = tree.sequence_states[codes], tree.sequence_tokens[codes]  # [G, L]
+    parameters = logits.detach().double().clone().requires_grad_(True)
+    order = torch.randperm(group_size, generator=generator)
+    for index in torch.chunk(order, minibatches):
+        log_pi = torch.log_softmax(parameters, dim=-1)
+        pad = torch.zeros(index.numel(), 1, dtype=torch.float64)
+        token_log_probs = torch.cat([pad, log_pi[states[index], tokens[index]]], dim=1)
+        token_entropy = torch.cat([pad, -(log_pi.exp() * log_pi).sum(-1)[states[index]]], dim=1)
+        loss, _ = algorithm.policy_loss(token_log_probs, batch.old_log_probs[index].double(),
+                                        token_advantages[index].double(), batch.response_mask[index].double(),
+                                        entropy=token_entropy)
+        (gradient,) = torch.autograd.grad(loss, parameters)
+        with torch.no_grad():
+            parameters -= lr * gradient
+    return parameters.detach()
