@@ -3,7 +3,8 @@
 Layout convention (relied on everywhere): every per-token tensor is ``[B, T]`` and aligned with ``input_ids``,
 i.e. position ``t`` holds a quantity *about token* ``input_ids[:, t]`` (its log-probability given the tokens
 before it, the entropy of the distribution it was sampled from, its advantage, ...). Position 0 is never a
-response token. Sequences are stored as ``[left-padded prompt | response and tool tokens | right padding]``;
+response token. covgym's rollout stores sequences right-padded, ``[prompt | response and tool tokens | padding]``,
+but nothing depends on that: the masks say where everything is, and positions come from ``attention_mask``;
 ``attention_mask`` marks real tokens and ``response_mask`` the tokens the policy generated and is trained on
 (0 on prompt, padding and environment/tool output).
 """

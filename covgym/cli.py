@@ -1,0 +1,334 @@
+"""``covgym`` command line: train, eval, demo, envs, algos, plot.
+
+The CLI alone parses arguments and prints for people. Flags are generated from the config dataclasses and from
+every registered algorithm's hyperparameters, so each default and help text lives in one place.
+Usage errors exit with code 2 and one readable line; runtime failures with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser_for(annotation: Any) -> Callable[[str], Any]:
+    text = str(annotation)
+    optional = "None" in text
+    base: Callable[[str], Any]
+    if "bool" in text:
+        base = _parse_bool
+    elif "int" in text:
+        base = int
+    elif "float" in text:
+        base = float
+    elif "dict" in text:
+        base = _parse_json_mapping
+    else:
+        base = str
+
+    def parse(value: str) -> Any:
+        if optional and value.lower() == "none":
+            return None
+        try:
+            return base(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _parse_json_mapping(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _config_fields() -> list[tuple[str | None, dataclasses.Field]]:
+    """(section or None, field) for every configurable field of ``TrainConfig``."""
+    from covgym.config import SECTIONS, TrainConfig
+
+    fields: list[tuple[str | None, dataclasses.Field]] = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in SECTIONS:
+            fields.extend((f.name, inner) for inner in dataclasses.fields(SECTIONS[f.name]))
+        else:
+            fields.append((None, f))
+    return fields
+
+
+def _algorithm_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """Hyperparameter name -> (field, algorithms that have it), over every registered algorithm."""
+    import covgym.algorithms as algorithms
+
+    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for name in algorithms.names():
+        for f in dataclasses.fields(algorithms.get(name)):
+            found.setdefault(f.name, (f, []))[1].append(name)
+    return found
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file (flags override it)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint "
+                                                             "(its config.json is used; --steps may extend it)")
+    group = parser.add_argument_group("run")
+    config_names = set()
+    for section, f in _config_fields():
+        config_names.add(f.name)
+        target = group if section is None else parser.add_argument_group(section) if False else group
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        target.add_argument(_flag(f.name), dest=f.name, type=_parser_for(f.type), default=argparse.SUPPRESS,
+                            metavar=f.name.upper(), help=f"{f.metadata.get('help', '')} (default: {default!r})")
+    algo_group = parser.add_argument_group("algorithm hyperparameters (verl names; each applies to the algorithms "
+                                           "listed)")
+    for name, (f, owners) in sorted(_algorithm_fields().items()):
+        if name in config_names:
+            continue
+        algo_group.add_argument(_flag(name), dest=f"algo__{name}", type=_parser_for(f.type),
+                                default=argparse.SUPPRESS, metavar="VALUE",
+                                help=f"{f.metadata.get('help', '')} [{', '.join(owners)}]")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults < --config file < flags; for --resume, the run's own config < flags."""
+    from covgym.config import SECTIONS, from_dict, load_file
+    from covgym.trainer import load_run_config
+
+    given = vars(args)
+    if given.get("resume"):
+        base = load_run_config(given["resume"]).to_dict()
+        allowed = {"steps", "progress", "save_every", "keep_checkpoints", "eval_every", "device"}
+        changed = {k for k in given if k not in ("resume", "command", "func", "config", "verbose") and
+                   k not in allowed}
+        if changed:
+            raise UsageError(f"--resume continues a run with its own config; only {', '.join(sorted(allowed))} "
+                             f"may be changed (got {', '.join(_flag(c) for c in sorted(changed))})")
+    elif given.get("config"):
+        base = load_file(given["config"])
+    else:
+        base = {}
+    data: dict[str, Any] = json.loads(json.dumps(base))
+    sections = {f.name: s for s, f in _config_fields()}
+    for key, value in given.items():
+        if key in sections:
+            section = sections[key]
+            if section is None:
+                data[key] = value
+            else:
+                data.setdefault(section, {})[key] = value
+    algo_params = dict(data.get("algo_params", {}))
+    for key, value in given.items():
+        if key.startswith("algo__"):
+            algo_params[key[len("algo__"):]] = value
+    data["algo_params"] = algo_params
+    config = from_dict(data)
+    import covgym.algorithms as algorithms
+
+    if config.algo in algorithms.names():
+        known = {f.name for f in dataclasses.fields(algorithms.get(config.algo))}
+        stray = [name for name in algo_params if name not in known]
+        if stray:
+            raise UsageError(f"{', '.join(_flag(s) for s in stray)} not a hyperparameter of --algo {config.algo} "
+                             f"(see `covgym algos --verbose`)")
+    return config
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from covgym.trainer import Trainer
+
+    config = config_from_args(args)
+    trainer = Trainer(config, resume=bool(args.resume))
+    print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
+    result = trainer.train()
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result) -> None:
+    history = result.history
+    if not history:
+        print(f"nothing to do: the run in {result.run_dir} already has all its steps")
+        return
+    first, last = history[0], history[-1]
+    rows = [("reward (train)", first["reward_mean"], last["reward_mean"]),
+            ("token entropy (train)", first["entropy_mean"], last["entropy_mean"])]
+    if result.eval_before and result.eval_after:
+        rows.insert(0, ("held-out accuracy", result.eval_before["accuracy"], result.eval_after["accuracy"]))
+        rows.insert(1, ("held-out entropy", result.eval_before["entropy_mean"], result.eval_after["entropy_mean"]))
+    print(f"\n{'':24}{'before':>10}{'after':>10}")
+    for name, before, after in rows:
+        print(f"{name:24}{before:>10.3f}{after:>10.3f}")
+    print(f"\nrun directory: {result.run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import gymnasium as gym  # noqa: F401
+
+    from covgym.envs import describe
+    from covgym.evaluation import EvalSpec, evaluate
+    from covgym.policy import Policy, SamplingParams
+
+    if args.env not in describe():
+        raise UsageError(f"unknown environment {args.env!r}; known: {', '.join(describe())}")
+    for name in ("problems", "samples", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.temperature <= 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    policy = Policy.from_pretrained(args.model, temperature=args.temperature)
+    spec = EvalSpec(args.env, _parse_json_mapping(args.env_kwargs), args.problems, args.samples, args.seed)
+    result = evaluate(policy, spec, SamplingParams(args.temperature, args.top_p, args.max_new_tokens))
+    for key, value in result.items():
+        print(f"{key:24}{value:.4f}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from covgym.envs import describe
+
+    for env_id, description in describe().items():
+        print(f"{env_id:32}{description}")
+    return 0
+
+
+def cmd_algos(args: argparse.Namespace) -> int:
+    import covgym.algorithms as algorithms
+
+    for name in algorithms.names():
+        cls = algorithms.get(name)
+        print(f"{name:16}{cls.description}")
+        if args.verbose:
+            for f in dataclasses.fields(cls):
+                print(f"    {_flag(f.name):28}{f.default!r:>12}  {f.metadata.get('help', '')}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from covgym.plotting import plot_runs
+
+    for run_dir in args.run_dirs:
+        if not (Path(run_dir) / "metrics.jsonl").exists():
+            raise UsageError(f"{run_dir!r} is not a run directory (no metrics.jsonl)")
+    paths = plot_runs(args.run_dirs, args.out)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from covgym.demo import run_demo
+
+    run_demo(steps=args.steps, run_dir=args.run_dir, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="covgym", description="RL for language models with verifiable rewards, "
+                                                                "built to study and control policy entropy.")
+    parser.add_argument("--verbose", action="store_true", help="show warnings and full tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser("train", help="train a model with an algorithm against an environment",
+                                description="Train; every run writes config.json, metrics.jsonl, checkpoints.")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluation = commands.add_parser("eval", help="held-out accuracy and entropy of a model on an environment")
+    evaluation.add_argument("--model", default="tiny", help="model directory, hub id, .gguf file, or alias")
+    evaluation.add_argument("--env", default="covgym/Arithmetic-v0", help="environment id")
+    evaluation.add_argument("--env-kwargs", default="{}", help="environment keyword arguments as JSON")
+    evaluation.add_argument("--problems", type=int, default=128, help="held-out problems")
+    evaluation.add_argument("--samples", type=int, default=4, help="samples per problem (pass@k)")
+    evaluation.add_argument("--seed", type=int, default=12345, help="seed of the problem draw and sampling")
+    evaluation.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    evaluation.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    evaluation.add_argument("--max-new-tokens", type=int, default=32, help="max generated tokens per turn")
+    evaluation.set_defaults(func=cmd_eval)
+
+    demo = commands.add_parser("demo", help="build the tiny model, train it with GRPO, show before/after")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's own)")
+    demo.add_argument("--run-dir", default="runs/demo", help="run directory")
+    demo.add_argument("--seed", type=int, default=0, help="run seed")
+    demo.set_defaults(func=cmd_demo)
+
+    envs = commands.add_parser("envs", help="list the registered environments")
+    envs.set_defaults(func=cmd_envs)
+    algos = commands.add_parser("algos", help="list the registered algorithms")
+    algos.add_argument("--verbose", "-v", action="store_true", help="also list each one's hyperparameters")
+    algos.set_defaults(func=cmd_algos)
+
+    plot = commands.add_parser("plot", help="figures of one or more runs, overlaid by method")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    plot.add_argument("--out", default=None, help="output directory (default: the first run's figures/)")
+    plot.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from covgym.checkpoint import CheckpointError
+    from covgym.config import ConfigError
+    from covgym.policy import ModelLoadError
+    from covgym.trainer import TrainingError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="covgym: %(message)s")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.formatwarning = lambda message, category, *rest: f"covgym: warning: {message}\n"
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, ModelLoadError, KeyError, ValueError) as error:
+        if verbose:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"covgym: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CheckpointError, TrainingError) as error:
+        if verbose:
+            raise
+        print(f"covgym: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("covgym: interrupted; the last checkpoint is intact (resume with --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Run configuration: a tree of frozen dataclasses, loadable from YAML/JSON and overridable from the CLI.
+
+Every field carries its help text (``metadata["help"]``); the CLI builds one flag per field from it, so each
+default lives in exactly one place. ``validate`` rejects bad values before any work starts, naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = option("tiny", "model: local directory, hub id, .gguf file, or alias ('tiny')")
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:N")
+    dtype: str = option("float32", "parameter dtype: float32, bfloat16, float16")
+    autocast_bf16: bool = option(False, "run forward passes under bf16 autocast (log-probs/losses stay float32)")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
+    chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    env: str = option("covgym/Arithmetic-v0", "environment id (see `covgym envs`)")
+    env_kwargs: dict = option({}, "keyword arguments for gymnasium.make, as JSON")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = option(16, "distinct prompts (groups) per training step")
+    group_size: int = option(8, "responses sampled per prompt (G)")
+    max_new_tokens: int = option(16, "max tokens the policy generates per turn")
+    temperature: float = option(1.0, "sampling temperature (also used for scoring and entropy)")
+    top_p: float = option(1.0, "nucleus sampling threshold")
+    max_turns: int = option(16, "cap on policy turns in multi-turn environments")
+    max_total_tokens: int = option(1024, "cap on an episode's total tokens (prompt + all turns)")
+    filter_equal_groups: bool = option(False, "drop groups whose rewards are all equal (paper's recipe)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = option(0.0, "learning rate (0: auto — 1e-3 for the tiny model, 1e-6 otherwise)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    ppo_epochs: int = option(1, "passes over each rollout")
+    mini_batches: int = option(0, "optimizer steps per pass over a rollout (0: auto — 1, or 4 for methods that "
+                                  "are a no-op on a fully on-policy mini-batch such as kl_cov)")
+    warmup_steps: int = option(0, "linear learning-rate warm-up, in training steps")
+    max_consecutive_skips: int = option(5, "stop after this many consecutive updates skipped as non-finite")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole run. ``algo_params`` holds the chosen algorithm's hyperparameters (its own names)."""
+
+    algo: str = option("grpo", "algorithm (see `covgym algos`)")
+    algo_params: dict = option({}, "algorithm hyperparameters, as JSON (or use the per-hyperparameter flags)")
+    steps: int = option(50, "training steps (one rollout + its updates each)")
+    seed: int = option(0, "run seed: every random choice derives from it and the step")
+    run_dir: str = option("", "run directory (default: runs/<algo>-<env>-<time>)")
+    save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "checkpoints kept (oldest deleted first)")
+    eval_every: int = option(0, "held-out evaluation every N steps (0: only before and after)")
+    eval_problems: int = option(64, "held-out problems per evaluation")
+    eval_samples: int = option(4, "samples per held-out problem (pass@k uses all of them)")
+    entropy_dynamics: bool = option(True, "measure predicted vs actual entropy change of each step's first update "
+                                          "(two extra forward passes on the first mini-batch)")
+    tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")
+    progress: bool = option(True, "show a progress bar")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+SECTIONS = {"model": ModelConfig, "env": EnvConfig, "rollout": RolloutConfig, "optim": OptimConfig}
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a config from a (possibly partial) nested dict, rejecting unknown keys by name."""
+    top_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(data) - top_fields
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            section = SECTIONS[key]
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {key!r} must be a mapping")
+            names = {f.name for f in dataclasses.fields(section)}
+            bad = set(value) - names
+            if bad:
+                raise ConfigError(f"unknown key(s) in config section {key!r}: {', '.join(sorted(bad))}")
+            kwargs[key] = section(**value)
+        else:
+            kwargs[key] = value
+    return TrainConfig(**kwargs)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as error:  # noqa: BLE001 - any parser error becomes one readable line
+        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: "
+                          f"{str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def _check(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}: {message}")
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject invalid values and inconsistent combinations before any work starts."""
+    from covgym.algorithms import get as get_algorithm, names as algorithm_names
+    from covgym.envs import describe
+
+    _check(config.algo in algorithm_names(), "algo",
+           f"unknown algorithm {config.algo!r}; known: {', '.join(algorithm_names())}")
+    algorithm_class = get_algorithm(config.algo)
+    known_params = {f.name for f in dataclasses.fields(algorithm_class)}
+    unknown = set(config.algo_params) - known_params
+    _check(not unknown, "algo_params", f"{', '.join(sorted(unknown))} not hyperparameter(s) of {config.algo!r}; "
+                                       f"it has: {', '.join(sorted(known_params))}")
+    try:
+        algorithm_class(**config.algo_params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"algo_params: {error}") from None
+    _check(config.env.env in describe(), "env",
+           f"unknown environment {config.env.env!r}; known: {', '.join(describe())}")
+    _check(isinstance(config.env.env_kwargs, dict), "env_kwargs", "must be a mapping")
+    _check(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
+    _check(config.save_every >= 0, "save_every", f"must be >= 0, got {config.save_every}")
+    _check(config.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {config.keep_checkpoints}")
+    _check(config.eval_every >= 0, "eval_every", f"must be >= 0, got {config.eval_every}")
+    _check(config.eval_problems >= 0, "eval_problems", f"must be >= 0, got {config.eval_problems}")
+    _check(config.eval_samples >= 1, "eval_samples", f"must be >= 1, got {config.eval_samples}")
+    r, o, m = config.rollout, config.optim, config.model
+    _check(r.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
+    _check(r.group_size >= 1, "group_size", f"must be >= 1, got {r.group_size}")
+    _check(r.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
+    _check(r.temperature > 0, "temperature", f"must be > 0, got {r.temperature}")
+    _check(0 < r.top_p <= 1, "top_p", f"must be in (0, 1], got {r.top_p}")
+    _check(r.max_turns >= 1, "max_turns", f"must be >= 1, got {r.max_turns}")
+    _check(r.max_total_tokens >= 2, "max_total_tokens", f"must be >= 2, got {r.max_total_tokens}")
+    _check(o.lr >= 0, "lr", f"must be >= 0 (0 = auto), got {o.lr}")
+    _check(o.weight_decay >= 0, "weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _check(o.grad_clip >= 0, "grad_clip", f"must be >= 0, got {o.grad_clip}")
+    _check(o.ppo_epochs >= 1, "ppo_epochs", f"must be >= 1, got {o.ppo_epochs}")
+    _check(o.mini_batches >= 0, "mini_batches", f"must be >= 0 (0 = auto), got {o.mini_batches}")
+    _check(o.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    _check(o.max_consecutive_skips >= 1, "max_consecutive_skips", f"must be >= 1, got {o.max_consecutive_skips}")
+    batch = r.prompts_per_step * r.group_size
+    _check(o.mini_batches <= batch, "mini_batches",
+           f"{o.mini_batches} mini-batches cannot be cut from a rollout of {batch} sequences")
+    _check(m.dtype in ("float32", "bfloat16", "float16"), "dtype", f"must be float32/bfloat16/float16, got {m.dtype}")
+    _check(m.chat_template in ("auto", "on", "off"), "chat_template", f"must be auto/on/off, got {m.chat_template}")
+    _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"), "device",
+           f"must be auto, cpu, cuda or cuda:N, got {m.device!r}")
+    group_based = getattr(algorithm_class, "uses_groups", not algorithm_class.needs_critic)
+    _check(not (group_based and r.group_size == 1), "group_size",
+           f"{config.algo!r} compares responses within a group: a group size of 1 gives every response zero "
+           f"advantage (use --group-size >= 2)")

@@ -1,0 +1,215 @@
+"""A thin wrapper over any ``transformers`` causal LM and its tokenizer: sample responses, score sequences.
+
+Log-probs and entropies are those of the *sampling* distribution, ``softmax(logits / temperature)``, in rollout,
+scoring, losses and metrics alike. Scoring runs the transformer trunk once and applies the output head chunk by
+chunk over positions, so ``[tokens, vocab]`` float32 logits never exist for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from covgym.metrics import DEFAULT_CHUNK_TOKENS, log_probs_and_entropy
+from covgym.model_sources import resolve_model
+
+
+class ModelLoadError(ValueError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How responses are sampled. Scoring uses the same temperature."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+
+
+class Policy:
+    """A causal LM + tokenizer with batched sampling (KV cache) and chunked scoring.
+
+    Args:
+        model: any ``PreTrainedModel`` with a causal LM head.
+        tokenizer: its tokenizer (needs a pad or eos token).
+        temperature: the sampling temperature, also applied when scoring.
+        use_chat_template: render prompts through the tokenizer's chat template (instruct models).
+        chunk_size: positions per chunk when applying the output head.
+    """
+
+    def __init__(self, model, tokenizer, temperature: float = 1.0, use_chat_template: bool = False,
+                 chunk_size: int = DEFAULT_CHUNK_TOKENS) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.temperature = float(temperature)
+        self.use_chat_template = use_chat_template
+        self.chunk_size = chunk_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_token_id: int = int(tokenizer.pad_token_id)
+        self.eos_token_id: int | None = tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str | torch.device = "cpu", dtype: str = "float32",
+                        temperature: float = 1.0, use_chat_template: bool | None = None,
+                        gradient_checkpointing: bool = False, show_progress: bool = True) -> "Policy":
+        """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = resolve_model(name_or_path, show_progress=show_progress)
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype, **source.load_kwargs)
+        except (OSError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(
+                f"could not load model {name_or_path!r} ({first_line}); pass an existing local model directory, "
+                f"a GGUF file, a hub id reachable from this machine, or the built-in 'tiny'") from error
+        model.to(device)
+        model.eval()
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        if use_chat_template is None:
+            use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        return cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ text <-> tokens
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a task prompt: through the chat template for instruct models, else plain."""
+        if self.use_chat_template:
+            rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                          add_generation_prompt=True)
+            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_observation(self, text: str) -> list[int]:
+        """Token ids of an environment's follow-up observation (tool output); never trained on."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str] = (),
+                 seed: int | None = None) -> list[list[int]]:
+        """Sample one response per prompt (token ids), cut after EOS (kept) or after a stop string (kept).
+
+        Prompts are left-padded into one batch and decoded with the KV cache by ``model.generate``.
+        """
+        if not prompts:
+            return []
+        if seed is not None:
+            torch.manual_seed(seed)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            if prompt:
+                input_ids[row, width - len(prompt):] = torch.tensor(prompt)
+                attention[row, width - len(prompt):] = 1
+        kwargs = dict(do_sample=True, temperature=self.temperature, top_p=params.top_p, top_k=0,
+                      max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_token_id,
+                      eos_token_id=self.eos_token_id, use_cache=True)
+        if stop_strings:
+            kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
+        output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                     **kwargs)
+        self.model.train(was_training)
+        generated = output[:, width:].tolist()
+        return [self._cut_response(ids, stop_strings) for ids in generated]
+
+    def _cut_response(self, ids: list[int], stop_strings: Sequence[str]) -> list[int]:
+        end = len(ids)
+        if self.eos_token_id is not None and self.eos_token_id in ids:
+            end = ids.index(self.eos_token_id) + 1
+        elif self.pad_token_id != self.eos_token_id:
+            while end > 0 and ids[end - 1] == self.pad_token_id:
+                end -= 1
+        ids = ids[:end]
+        if stop_strings:
+            text = self.decode(ids)
+            hits = [text.find(s) + len(s) for s in stop_strings if s in text]
+            if hits:
+                cut_chars = min(hits)
+                for count in range(1, len(ids) + 1):  # shortest prefix containing the stop string
+                    if len(self.decode(ids[:count])) >= cut_chars:
+                        return ids[:count]
+        return ids
+
+    # ------------------------------------------------------------------ scoring
+    def _trunk(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head)."""
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        trunk = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+        output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False)
+        return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def _head_logits(self, hidden: Tensor) -> Tensor:
+        """Temperature-scaled float32 logits for hidden states ``[..., H]`` -> ``[..., V]``."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits / self.temperature
+
+    def score(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-token log-probs and entropies ``[B, T]`` aligned with ``input_ids`` (position 0 is 0).
+
+        Runs with gradients when grad mode is on; each chunk of the output head is recomputed in the backward
+        pass (activation checkpointing) so the chunking also bounds training memory.
+        """
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        hidden = self._trunk(input_ids, attention_mask)[:, :-1]  # [B, T-1, H] predicts tokens 1..T-1
+        targets = input_ids[:, 1:]  # [B, T-1]
+        b, n = targets.shape
+        flat_hidden = hidden.reshape(b * n, -1)
+        flat_targets = targets.reshape(b * n)
+
+        def chunk_stats(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            return log_probs_and_entropy(self._head_logits(h), t, chunk_size=h.shape[0] or 1)
+
+        log_probs, entropies = [], []
+        for start in range(0, b * n, self.chunk_size):
+            h, t = flat_hidden[start:start + self.chunk_size], flat_targets[start:start + self.chunk_size]
+            if torch.is_grad_enabled():
+                lp, ent = checkpoint(chunk_stats, h, t, use_reentrant=False)
+            else:
+                lp, ent = chunk_stats(h, t)
+            log_probs.append(lp)
+            entropies.append(ent)
+        zeros = torch.zeros(b, 1, device=self.device)
+        log_probs_full = torch.cat([zeros, torch.cat(log_probs).reshape(b, n)], dim=1)  # [B, T]
+        entropies_full = torch.cat([zeros, torch.cat(entropies).reshape(b, n)], dim=1)  # [B, T]
+        return log_probs_full, entropies_full
+
+    def response_logits(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+        """Temperature-scaled logits ``[N, V]`` at the N positions where ``response_mask`` is 1."""
+        hidden = self._trunk(input_ids.to(self.device), attention_mask.to(self.device))[:, :-1]  # [B, T-1, H]
+        selected = hidden[response_mask[:, 1:].to(self.device) > 0]  # [N, H]
+        return self._head_logits(selected)
+
+    def save(self, directory: str | Path) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)

@@ -1,0 +1,147 @@
+"""Rollout: run a policy against a pool of text environments and pack the episodes into a ``RolloutBatch``.
+
+A single-turn episode is ``prompt → response``. A multi-turn episode alternates policy turns and environment
+observations (tool output, game feedback) until the env terminates or truncates; it becomes one token sequence
+in which the environment's tokens have response mask 0, so only the policy's own tokens are trained on.
+All members of a group are reset with the same seed, so they start from the same problem.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import gymnasium as gym
+import torch
+
+from covgym.batch import RolloutBatch
+from covgym.policy import Policy, SamplingParams
+
+DEFAULT_MAX_TURNS = 16
+
+
+@dataclass
+class Episode:
+    """One episode as token segments; ``trainable`` marks the policy's own segments."""
+
+    prompt_ids: list[int]
+    segments: list[tuple[list[int], bool]] = field(default_factory=list)
+    reward: float = 0.0
+    done: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+
+    def context(self) -> list[int]:
+        ids = list(self.prompt_ids)
+        for segment, _ in self.segments:
+            ids.extend(segment)
+        return ids
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + sum(len(s) for s, _ in self.segments)
+
+
+@dataclass
+class RolloutStats:
+    time_generate_s: float = 0.0
+    time_env_s: float = 0.0
+    time_score_s: float = 0.0
+    turns: int = 0
+
+
+def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[int], sampling: SamplingParams,
+                 seed: int, max_turns: int = DEFAULT_MAX_TURNS, max_total_tokens: int | None = None,
+                 stats: RolloutStats | None = None) -> list[Episode]:
+    """Play one episode in each env (reset with its seed); returns the episodes as token segments."""
+    stats = stats or RolloutStats()
+    if len(envs) != len(env_seeds):
+        raise ValueError(f"got {len(envs)} envs but {len(env_seeds)} seeds")
+    stop_strings = tuple(getattr(envs[0].unwrapped, "stop_strings", ()) or ())
+    episodes: list[Episode] = []
+    started = time.perf_counter()
+    for env, env_seed in zip(envs, env_seeds):
+        observation, info = env.reset(seed=int(env_seed))
+        episodes.append(Episode(prompt_ids=policy.encode_prompt(observation), info=dict(info)))
+    stats.time_env_s += time.perf_counter() - started
+
+    for turn in range(max_turns):
+        active = [i for i, episode in enumerate(episodes) if not episode.done]
+        if not active:
+            break
+        stats.turns = turn + 1
+        started = time.perf_counter()
+        responses = policy.generate([episodes[i].context() for i in active], sampling, stop_strings,
+                                    seed=seed * 1009 + turn)
+        stats.time_generate_s += time.perf_counter() - started
+        started = time.perf_counter()
+        for index, response_ids in zip(active, responses):
+            episode = episodes[index]
+            text = policy.decode(response_ids)
+            episode.segments.append((response_ids, True))
+            episode.texts.append(text)
+            observation, reward, terminated, truncated, info = envs[index].step(text)
+            episode.reward += float(reward)
+            episode.info.update(info)
+            too_long = max_total_tokens is not None and episode.length >= max_total_tokens
+            if terminated or truncated or too_long or turn == max_turns - 1:
+                episode.done = True
+                episode.info.setdefault("truncated", bool(truncated or too_long or not terminated))
+            elif observation:
+                episode.segments.append((policy.encode_observation(observation), False))
+                episode.texts.append(observation)
+        stats.time_env_s += time.perf_counter() - started
+    return episodes
+
+
+def pack_episodes(episodes: Sequence[Episode], group_ids: Sequence[int], pad_token_id: int) -> RolloutBatch:
+    """Right-padded ``[prompt | turns | pad]`` tensors; log-probs and entropies are left at 0 (see ``score``)."""
+    width = max(max(e.length for e in episodes), 2)
+    b = len(episodes)
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((b, width), dtype=torch.long)
+    response_mask = torch.zeros((b, width), dtype=torch.float32)
+    for row, episode in enumerate(episodes):
+        position = len(episode.prompt_ids)
+        input_ids[row, :position] = torch.tensor(episode.prompt_ids, dtype=torch.long)
+        for segment, trainable in episode.segments:
+            if segment:
+                input_ids[row, position:position + len(segment)] = torch.tensor(segment, dtype=torch.long)
+                response_mask[row, position:position + len(segment)] = float(trainable)
+            position += len(segment)
+        attention_mask[row, :position] = 1
+    response_mask[:, 0] = 0.0  # position 0 has no log-prob
+    zeros = torch.zeros((b, width), dtype=torch.float32)
+    return RolloutBatch(
+        input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
+        old_log_probs=zeros.clone(), rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),
+        group_ids=torch.as_tensor(list(group_ids), dtype=torch.long), entropies=zeros.clone(),
+        info=[{**e.info, "texts": e.texts} for e in episodes])
+
+
+@torch.no_grad()
+def score_batch(policy: Policy, batch: RolloutBatch, micro_batch_size: int | None = None) -> RolloutBatch:
+    """Fill ``old_log_probs`` and ``entropies`` from the (current) policy, masked to response tokens."""
+    size = micro_batch_size or batch.batch_size
+    log_probs, entropies = [], []
+    for start in range(0, batch.batch_size, size):
+        lp, ent = policy.score(batch.input_ids[start:start + size], batch.attention_mask[start:start + size])
+        log_probs.append(lp.cpu())
+        entropies.append(ent.cpu())
+    mask = batch.response_mask
+    return batch.replace(old_log_probs=torch.cat(log_probs) * mask, entropies=torch.cat(entropies) * mask)
+
+
+def collect_rollout(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[int], group_ids: Sequence[int],
+                    sampling: SamplingParams, seed: int, max_turns: int = DEFAULT_MAX_TURNS,
+                    max_total_tokens: int | None = None, micro_batch_size: int | None = None
+                    ) -> tuple[RolloutBatch, RolloutStats]:
+    """Episodes in every env, packed and scored: the batch an algorithm trains on."""
+    stats = RolloutStats()
+    episodes = run_episodes(policy, envs, env_seeds, sampling, seed, max_turns, max_total_tokens, stats)
+    batch = pack_episodes(episodes, group_ids, policy.pad_token_id)
+    started = time.perf_counter()
+    batch = score_batch(policy, batch, micro_batch_size)
+    stats.time_score_s += time.perf_counter() - started
+    return batch, stats

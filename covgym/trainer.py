@@ -1,0 +1,381 @@
+"""The trainer: rollout → advantages → ``ppo_epochs`` × mini-batch updates → metrics → checkpoint.
+
+Every random choice of step ``s`` derives from ``(seed, s)`` (sampling, env seeds, mini-batch order, Clip-Cov's
+generator), so any step can be replayed and a resumed run continues exactly where its checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import covgym.algorithms as algorithms
+from covgym.batch import RolloutBatch
+from covgym.checkpoint import atomic_write, load_latest_checkpoint, save_checkpoint, set_rng_state
+from covgym.config import TrainConfig, from_dict, validate
+from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
+from covgym.metrics import masked_mean
+from covgym.policy import Policy, SamplingParams
+from covgym.rollout import collect_rollout
+from covgym.tiny_model import TINY_MODEL_ALIAS
+from covgym import training_metrics
+
+logger = logging.getLogger("covgym")
+
+_PURPOSES = {"rollout": 1, "envs": 2, "minibatch": 3, "algorithm": 4}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite updates); the last good checkpoint is intact."""
+
+
+def derive_seed(seed: int, step: int, purpose: str) -> int:
+    """A 31-bit seed for one purpose at one step, independent across purposes and steps."""
+    return int(np.random.SeedSequence([seed, step, _PURPOSES[purpose]]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here (use --device cpu)")
+    return torch.device(name)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill the 'auto' values (learning rate, mini-batches, run directory) so the written config is exact."""
+    optim = config.optim
+    algorithm_class = algorithms.get(config.algo)
+    if optim.lr == 0.0:
+        optim = dataclasses.replace(optim, lr=1e-3 if config.model.model == TINY_MODEL_ALIAS else 1e-6)
+    if optim.mini_batches == 0:
+        batch = config.rollout.prompts_per_step * config.rollout.group_size
+        optim = dataclasses.replace(optim, mini_batches=min(4, batch) if algorithm_class.needs_off_policy_minibatches
+                                    else 1)
+    run_dir = config.run_dir or str(Path("runs") / f"{config.algo}-{config.env.env.split('/')[-1]}-"
+                                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
+    return config.replace(optim=optim, run_dir=run_dir)
+
+
+def configuration_warnings(config: TrainConfig) -> list[str]:
+    """Combinations that are legal but make the chosen method do nothing."""
+    algorithm_class = algorithms.get(config.algo)
+    notes = []
+    if algorithm_class.needs_off_policy_minibatches and config.optim.mini_batches * config.optim.ppo_epochs <= 1:
+        notes.append(f"{config.algo} has no effect on a fully on-policy mini-batch (log π = log π_old): with one "
+                     f"mini-batch and one epoch per rollout it reduces to its base loss; use --mini-batches >= 2")
+    return notes
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains a causal LM policy with one registered algorithm against one environment."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        validate(config)
+        self.config = resolve_config(config)
+        for note in configuration_warnings(self.config):
+            warnings.warn(note, stacklevel=2)
+        self.run_dir = Path(self.config.run_dir)
+        self.resume = resume
+        self.device = resolve_device(self.config.model.device)
+        self.algorithm = algorithms.get(self.config.algo)(**self.config.algo_params)
+        self.generator = torch.Generator()
+        self.algorithm.set_generator(self.generator)
+        m = self.config.model
+        chat = {"auto": None, "on": True, "off": False}[m.chat_template]
+        self.policy = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
+                                             temperature=self.config.rollout.temperature, use_chat_template=chat,
+                                             gradient_checkpointing=m.gradient_checkpointing,
+                                             show_progress=self.config.progress)
+        self.reference: Policy | None = None
+        if getattr(self.algorithm, "use_kl_loss", False):
+            self.reference = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
+                                                    temperature=self.config.rollout.temperature,
+                                                    use_chat_template=chat, show_progress=False)
+            self.reference.model.requires_grad_(False)
+        self.critic = None
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if self.algorithm.needs_critic:
+            self._build_critic()
+        o = self.config.optim
+        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
+        r = self.config.rollout
+        self.sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
+        batch_size = r.prompts_per_step * r.group_size
+        self.envs = [gym.make(self.config.env.env, **{**self.config.env.env_kwargs, "split": "train"})
+                     for _ in range(batch_size)]
+        self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
+                                  self.config.eval_samples, seed=self.config.seed + 777_777,
+                                  max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
+        self.start_step = 0
+        self.consecutive_skips = 0
+        self.eval_before: dict[str, float] = {}
+        self._tensorboard = None
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _build_critic(self) -> None:
+        from covgym.critic import Critic
+
+        self.critic = Critic.from_pretrained(self.policy.model).to(self.device)
+        lr = getattr(self.algorithm, "critic_lr", None) or self.config.optim.lr
+        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=lr)
+
+    def _write_config(self) -> None:
+        payload = json.dumps(self.config.to_dict(), indent=2, sort_keys=True).encode()
+        atomic_write(self.run_dir / "config.json", lambda handle: handle.write(payload))
+
+    def _open_metrics(self) -> None:
+        """Keep only lines up to the resumed step, so a resumed run never duplicates a step."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", math.inf) <= self.start_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+            text = ("\n".join(kept) + "\n").encode() if kept else b""
+            atomic_write(path, lambda handle: handle.write(text))
+        self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in train()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            if self.config.tensorboard:
+                self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        except ImportError:
+            self._tensorboard = None
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self._metrics_file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._metrics_file.flush()
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._tensorboard.add_scalar(key, value, record["step"])
+
+    def _state(self, step: int) -> dict[str, Any]:
+        state = {"model": self.policy.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "consecutive_skips": self.consecutive_skips,
+                 "eval_before": self.eval_before, "next_step": step + 1}
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        return state
+
+    def _restore(self) -> None:
+        state = load_latest_checkpoint(self.run_dir)
+        if state is None:
+            return
+        self.policy.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.critic is not None and "critic" in state:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.consecutive_skips = state["consecutive_skips"]
+        self.eval_before = state.get("eval_before", {})
+        self.start_step = state["next_step"] - 1
+        set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ one step
+    def rollout(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        r = self.config.rollout
+        env_rng = np.random.default_rng(derive_seed(self.config.seed, step, "envs"))
+        problem_seeds = env_rng.integers(0, 2**31 - 1, size=r.prompts_per_step).tolist()
+        env_seeds = [s for s in problem_seeds for _ in range(r.group_size)]  # a group shares its problem
+        group_ids = [g for g in range(r.prompts_per_step) for _ in range(r.group_size)]
+        self.policy.model.eval()
+        batch, stats = collect_rollout(self.policy, self.envs, env_seeds, group_ids, self.sampling,
+                                       seed=derive_seed(self.config.seed, step, "rollout"),
+                                       max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
+        started = time.perf_counter()
+        with torch.no_grad():
+            if self.reference is not None:
+                ref_log_probs, _ = self.reference.score(batch.input_ids, batch.attention_mask)
+                batch = batch.replace(ref_log_probs=ref_log_probs.cpu() * batch.response_mask)
+            if self.critic is not None:
+                values = self.critic.values(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
+                batch = batch.replace(values=values.float().cpu() * batch.response_mask)
+        timings = {"time_generate_s": stats.time_generate_s, "time_env_s": stats.time_env_s,
+                   "time_score_s": stats.time_score_s + time.perf_counter() - started, "turns": float(stats.turns)}
+        return batch, timings
+
+    def _filter_groups(self, batch: RolloutBatch) -> RolloutBatch:
+        keep = [i for i in range(batch.batch_size)
+                if batch.rewards[batch.group_ids == batch.group_ids[i]].unique().numel() > 1]
+        return batch.select(keep) if keep else batch.select([])
+
+    def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
+        """``ppo_epochs`` passes of mini-batch updates; returns metrics averaged over the optimizer steps."""
+        o = self.config.optim
+        if hasattr(self.algorithm, "advantages_and_returns"):
+            advantages, returns = self.algorithm.advantages_and_returns(batch)
+        else:
+            advantages, returns = self.algorithm.advantages(batch), None
+        batch_metrics = training_metrics.batch_statistics(batch, advantages)
+        self.generator.manual_seed(derive_seed(self.config.seed, step, "algorithm"))
+        order_rng = torch.Generator().manual_seed(derive_seed(self.config.seed, step, "minibatch"))
+        collected: list[dict[str, float]] = []
+        dynamics: dict[str, float] = {}
+        self.policy.model.train()
+        for epoch in range(o.ppo_epochs):
+            order = torch.randperm(batch.batch_size, generator=order_rng)
+            for chunk_index, index in enumerate(torch.tensor_split(order, o.mini_batches)):
+                if index.numel() == 0:
+                    continue
+                mini = batch.select(index)
+                measure = self.config.entropy_dynamics and epoch == 0 and chunk_index == 0
+                before = training_metrics.response_logits_sample(self.policy, mini) if measure else None
+                metrics = self._optimizer_step(mini, advantages[index], None if returns is None else returns[index])
+                if before is not None and metrics.get("skipped", 0.0) == 0.0:
+                    after = training_metrics.response_logits_sample(self.policy, mini, before.positions)
+                    dynamics = training_metrics.entropy_change(before, after, advantages[index], mini)
+                collected.append(metrics)
+        averaged = {key: float(np.mean([m[key] for m in collected if key in m]))
+                    for key in {k for m in collected for k in m}}
+        averaged["skipped_updates"] = float(sum(m.get("skipped", 0.0) for m in collected))
+        averaged.pop("skipped", None)
+        return {**batch_metrics, **averaged, **dynamics}
+
+    def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None
+                        ) -> dict[str, float]:
+        """One guarded optimizer step: a non-finite loss or gradient skips it and leaves the weights unchanged."""
+        device = self.device
+        mask = mini.response_mask.to(device)
+        log_probs, entropy = self.policy.score(mini.input_ids, mini.attention_mask)
+        loss, metrics = self.algorithm.policy_loss(
+            log_probs, mini.old_log_probs.to(device), advantages.to(device), mask, entropy=entropy,
+            ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device))
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip(metrics, f"non-finite loss ({float(loss)})")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
+                                                   self.config.optim.grad_clip or float("inf"))
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(metrics, f"non-finite gradient norm ({float(grad_norm)})")
+        self.optimizer.step()
+        self.consecutive_skips = 0
+        metrics["grad_norm"] = float(grad_norm)
+        if self.critic is not None and returns is not None:
+            metrics.update(self._critic_step(mini, returns))
+        return metrics
+
+    def _critic_step(self, mini: RolloutBatch, returns: torch.Tensor) -> dict[str, float]:
+        mask = mini.response_mask.to(self.device)
+        values = self.critic.values(mini.input_ids.to(self.device), mini.attention_mask.to(self.device))
+        loss, metrics = self.algorithm.value_loss(values, mini.values.to(self.device), returns.to(self.device), mask)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return {"critic_skipped": 1.0}
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config.optim.grad_clip or float("inf"))
+        self.critic_optimizer.step()
+        return metrics
+
+    def _skip(self, metrics: dict[str, float], reason: str) -> dict[str, float]:
+        self.consecutive_skips += 1
+        logger.warning("skipped an update: %s (%d in a row)", reason, self.consecutive_skips)
+        if self.consecutive_skips >= self.config.optim.max_consecutive_skips:
+            raise TrainingError(f"{self.consecutive_skips} consecutive updates skipped (last: {reason}); stopping. "
+                                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact; lower --lr "
+                                f"or check the reward and model")
+        return {**{k: v for k, v in metrics.items() if math.isfinite(v)}, "skipped": 1.0}
+
+    # ------------------------------------------------------------------ the loop
+    def evaluate(self) -> dict[str, float]:
+        if self.config.eval_problems == 0:
+            return {}
+        if not hasattr(self, "_eval_envs"):
+            self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
+        self.policy.model.eval()
+        return evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs)
+
+    def train(self) -> TrainResult:
+        """Run the configured number of steps; returns the per-step history and evaluations."""
+        from tqdm.auto import tqdm
+
+        torch.manual_seed(self.config.seed)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore()
+        self._write_config()
+        self._open_metrics()
+        history: list[dict[str, Any]] = []
+        try:
+            if self.start_step == 0:
+                self.eval_before = self.evaluate()
+            bar = tqdm(range(self.start_step + 1, self.config.steps + 1), desc=f"{self.config.algo}",
+                       initial=self.start_step, total=self.config.steps, disable=not self.config.progress)
+            for step in bar:
+                record = self.train_step(step)
+                if self.config.eval_every and step % self.config.eval_every == 0 and step != self.config.steps:
+                    record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
+                if step == self.config.steps:
+                    record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
+                self.scheduler.step()
+                self._log(record)
+                history.append(record)
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
+                if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
+                    save_checkpoint(self.run_dir, step, self._state(step), self.config.keep_checkpoints)
+            self.policy.save(self.run_dir / "final_model")
+        finally:
+            self._metrics_file.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+        eval_after = {k[len("eval_"):]: v for k, v in (history[-1] if history else {}).items()
+                      if k.startswith("eval_")}
+        return TrainResult(self.run_dir, history, self.eval_before, eval_after)
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        batch, timings = self.rollout(step)
+        rollout_metrics = training_metrics.rollout_statistics(batch)
+        if self.config.rollout.filter_equal_groups:
+            batch = self._filter_groups(batch)
+        update_started = time.perf_counter()
+        update_metrics = self.update(batch, step) if batch.batch_size else {"skipped_updates": 0.0}
+        time_update = time.perf_counter() - update_started
+        elapsed = time.perf_counter() - started
+        tokens = float(batch.attention_mask.sum())
+        return {"step": step, **rollout_metrics, **update_metrics, **timings, "time_update_s": time_update,
+                "time_step_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "lr": self.scheduler.get_last_lr()[0], "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
+                "seed_envs": derive_seed(self.config.seed, step, "envs"),
+                "seed_algorithm": derive_seed(self.config.seed, step, "algorithm")}
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config a run directory was written with (for ``--resume``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.json)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is corrupt ({error.msg}); cannot resume from it") from None
+    return from_dict(data)
