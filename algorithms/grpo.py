@@ -8,16 +8,21 @@ from torch import Tensor
 
 from covgym.batch import RolloutBatch
 from covgym.algorithms.base import Algorithm, hyperparameter, register
-from covgym.algorithms.functional import group_normalized_advantages
+from covgym.algorithms.functional import broadcast_over_response, group_normalized_advantages
 
 
 @register
 @dataclass
 class GRPO(Algorithm):
-    """GRPO: ``A_i = (score_i − mean_g) / (std_g + ε)`` per group, broadcast over response tokens."""
+    """GRPO: ``A_i = (score_i − mean_g) / (std_g + ε)`` per group, broadcast over response tokens.
+
+    ``score_i`` is the sum of the sequence's token rewards (its outcome reward); the std is unbiased and a group
+    of one uses mean 0, std 1. Loss: PPO-clip with dual-clip (verl's "vanilla").
+    """
 
     name = "grpo"
     description = "Group-relative advantages (mean/std over a prompt's responses) + PPO-clip"
+    source = "Shao et al. 2024 (DeepSeekMath); verl compute_grpo_outcome_advantage"
 
     norm_adv_by_std_in_grpo: bool = hyperparameter(True, "divide by the group's std (False: Dr. GRPO)")
     epsilon: float = hyperparameter(1e-6, "added to the group std before dividing")
@@ -26,4 +31,4 @@ class GRPO(Algorithm):
         scores = batch.outcome_token_rewards().sum(-1)  # [B]
         per_sequence = group_normalized_advantages(scores, batch.group_ids, self.norm_adv_by_std_in_grpo,
                                                    self.epsilon)
-        return per_sequence[:, None].expand_as(batch.response_mask).to(batch.response_mask.dtype)
+        return broadcast_over_response(per_sequence, batch.response_mask)

@@ -1,0 +1,28 @@
+"""RLOO: REINFORCE leave-one-out baseline per group (Ahmadian et al., 2024), with the PPO-clip surrogate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from covgym.batch import RolloutBatch
+from covgym.algorithms.base import Algorithm, register
+from covgym.algorithms.functional import broadcast_over_response, rloo_advantages
+
+
+@register
+@dataclass
+class RLOO(Algorithm):
+    """RLOO: ``A_i = score_i − mean_{j≠i} score_j`` over the group (``n/(n−1)·(score_i − mean_g)``).
+
+    A group of one keeps its raw score as advantage (no baseline available), as verl's ``rloo`` does.
+    """
+
+    name = "rloo"
+    description = "Leave-one-out group baseline (no std normalisation) + PPO-clip"
+    source = "Ahmadian et al. 2024 (Back to Basics); verl compute_rloo_outcome_advantage"
+
+    def compute_advantages(self, batch: RolloutBatch) -> Tensor:
+        scores = batch.outcome_token_rewards().sum(-1)  # [B]
+        return broadcast_over_response(rloo_advantages(scores, batch.group_ids), batch.response_mask)
