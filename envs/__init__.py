@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from covgym.envs.base import Problem, SingleTurnEnv, text_space
+from covgym.envs.base import MultiTurnEnv, Problem, SingleTurnEnv, TextEnv, Turn, text_space
 from covgym.envs.grading import Grade, grade_math
 
 #: id -> (entry point, one-line description). Add an environment: one module, one line here.
 ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "covgym/Arithmetic-v0": ("covgym.envs.arithmetic:ArithmeticEnv", "integer arithmetic (+, -, *), digits/terms knobs"),
+    "covgym/Fractions-v0": ("covgym.envs.rational:FractionsEnv", "exact fraction arithmetic, denominator/terms knobs"),
+    "covgym/Decimals-v0": ("covgym.envs.rational:DecimalsEnv", "exact decimal arithmetic, places/digits knobs"),
+    "covgym/LinearEquations-v0": ("covgym.envs.linear:LinearEquationEnv", "solve ax+b=cx+d (sympy), range knobs"),
+    "covgym/LinearSystems-v0": ("covgym.envs.linear:LinearSystemEnv", "2x2 or 3x3 integer linear systems (sympy)"),
+    "covgym/Countdown-v0": ("covgym.envs.countdown:CountdownEnv", "reach a target with given numbers and + - * /"),
+    "covgym/WordProblems-v0": ("covgym.envs.word_problems:WordProblemEnv", "templated multi-step word problems"),
+    "covgym/Dataset-v0": ("covgym.envs.dataset:DatasetEnv", "local JSONL/Parquet problems: GSM8K, MATH, AIME formats"),
+    "covgym/Calculator-v0": ("covgym.envs.calculator:CalculatorEnv", "multi-turn tool use: <calc> calls, <answer>"),
+    "covgym/Maze-v0": ("covgym.envs.maze:MazeEnv", "multi-turn grid navigation with walls and a step limit"),
+    "covgym/NumberGuess-v0": ("covgym.envs.guessing:NumberGuessEnv", "multi-turn number guessing, higher/lower"),
 }
 
 
@@ -29,5 +39,5 @@ def describe() -> dict[str, str]:
 
 register_all()
 
-__all__ = ["ENVIRONMENTS", "Grade", "Problem", "SingleTurnEnv", "describe", "grade_math", "register_all",
-           "text_space"]
+__all__ = ["ENVIRONMENTS", "Grade", "MultiTurnEnv", "Problem", "SingleTurnEnv", "TextEnv", "Turn", "describe",
+           "grade_math", "register_all", "text_space"]

@@ -89,14 +89,18 @@ class TextEnv(gym.Env[str, str]):
         """Draw one problem using only ``rng``."""
         raise NotImplementedError
 
-    def in_split(self, prompt: str) -> bool:
-        return self.split == "all" or split_of(prompt, self.test_fraction) == self.split
+    def split_key(self, problem: Problem) -> str:
+        """The text that decides a problem's split (its prompt; override when prompts repeat across problems)."""
+        return problem.prompt
+
+    def in_split(self, key: str) -> bool:
+        return self.split == "all" or split_of(key, self.test_fraction) == self.split
 
     def draw_problem(self, rng: np.random.Generator) -> Problem:
         """A problem of this env's split: generated problems are redrawn until one falls in the split."""
         for _ in range(10_000):
             problem = self.generate_problem(rng)
-            if self.in_split(problem.prompt):
+            if self.in_split(self.split_key(problem)):
                 return problem
         raise RuntimeError(f"{type(self).__name__} could not draw a {self.split!r} problem in 10000 tries")
 
