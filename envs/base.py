@@ -110,6 +110,10 @@ class TextEnv(gym.Env[str, str]):
         self.transcript = [self.problem.prompt]
         return self.problem.prompt, {"answer": self.problem.answer, **self.problem.metadata}
 
+    def oracle_action(self) -> str:
+        """An optimal action in the current state, from the hidden answer: for tests, baselines and warm-up data."""
+        raise NotImplementedError
+
     def render(self) -> str | None:
         if self.render_mode == "ansi" and self.problem is not None:
             return "".join(self.transcript)
@@ -134,6 +138,12 @@ class SingleTurnEnv(TextEnv):
     def grade(self, response: str, problem: Problem) -> Grade:
         """Default grader: the final answer against ``problem.answer`` (exact numbers, else math-verify)."""
         return grade_math(problem.answer, response)
+
+    def oracle_action(self) -> str:
+        """The gold answer in a ``\\boxed{}``."""
+        if self.problem is None:
+            raise RuntimeError("call reset() before oracle_action()")
+        return f"\\boxed{{{self.problem.answer}}}"
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         prompt, info = super().reset(seed=seed, options=options)

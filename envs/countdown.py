@@ -95,6 +95,9 @@ class CountdownEnv(SingleTurnEnv):
         prompt = f"Make {target} from {', '.join(map(str, numbers))} with + - * / ({rule}).\nAnswer:"
         return Problem(prompt=prompt, answer=expression, metadata={"numbers": numbers, "target": target})
 
+    def oracle_action(self) -> str:
+        return self.problem.answer  # type: ignore[union-attr]
+
     def grade(self, response: str, problem: Problem) -> Grade:
         if len(response) > MAX_RESPONSE_CHARS:
             return Grade(False, None, f"response longer than {MAX_RESPONSE_CHARS} characters")

@@ -50,7 +50,7 @@ class NumberGuessEnv(MultiTurnEnv):
             raise ValueError(f"high must be in 2..1e9, got {high}")
         super().__init__(max_turns=binary_search_turns(high) if max_turns is None else max_turns, **kwargs)
         self.high = high
-        self.secret = 1
+        self.secret, self.low, self.high_left = 1, 1, high
 
     def generate_problem(self, rng: np.random.Generator) -> Problem:
         secret = int(rng.integers(1, self.high + 1))
@@ -63,6 +63,11 @@ class NumberGuessEnv(MultiTurnEnv):
 
     def start_episode(self, problem: Problem) -> None:
         self.secret = int(problem.metadata["secret"])
+        self.low, self.high_left = 1, self.high
+
+    def oracle_action(self) -> str:
+        """Binary search: the middle of the range the replies so far leave open."""
+        return f"{(self.low + self.high_left) // 2}\n"
 
     def take_turn(self, action: str) -> Turn:
         match = _INTEGER.search(action)
@@ -71,5 +76,9 @@ class NumberGuessEnv(MultiTurnEnv):
         guess = int(match.group())
         if guess == self.secret:
             return Turn("correct\n", reward=1.0, done=True, correct=True, info={"guess": guess})
+        if self.secret > guess:
+            self.low = max(self.low, guess + 1)
+        else:
+            self.high_left = min(self.high_left, guess - 1)
         hint = "higher" if self.secret > guess else "lower"
         return Turn(f"{hint}\nGuess:", info={"guess": guess})

@@ -115,6 +115,10 @@ class MazeEnv(MultiTurnEnv):
         self.grid = problem.metadata["grid"]
         self.position, self.goal = tuple(problem.metadata["start"]), tuple(problem.metadata["goal"])
 
+    def oracle_action(self) -> str:
+        path = shortest_path(self.grid, self.position, self.goal)  # type: ignore[arg-type]
+        return (path or "U")[0] + "\n"
+
     def take_turn(self, action: str) -> Turn:
         move = parse_move(action)
         if move is None:
