@@ -43,9 +43,11 @@ def gather_variable(values: Tensor) -> tuple[Tensor, int]:
     dist.all_gather(sizes, size)
     counts = [int(s.item()) for s in sizes]
     longest = max(counts)
+    offset = sum(counts[: dist.get_rank()])
+    if longest == 0:
+        return values.new_zeros(0), offset
     padded = values.new_zeros(longest)
     padded[: values.numel()] = values
     parts = [torch.zeros_like(padded) for _ in range(n)]
     dist.all_gather(parts, padded)
-    offset = sum(counts[: dist.get_rank()])
     return torch.cat([part[:count] for part, count in zip(parts, counts)]), offset
