@@ -134,3 +134,6 @@ class LinearSystemEnv(LinearEquationEnv):
 
     def __init__(self, num_unknowns: int = 2, **kwargs) -> None:
         super().__init__(num_unknowns=num_unknowns, **kwargs)
+
+
+LinearSystemEnv.__doc__ = f"{LinearSystemEnv.__doc__}\n\n    {LinearEquationEnv.__doc__}"

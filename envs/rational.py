@@ -105,3 +105,6 @@ class DecimalsEnv(FractionsEnv):
 
     def __init__(self, mode: str = "decimal", operations: str = "+-*", **kwargs) -> None:
         super().__init__(mode=mode, operations=operations, **kwargs)
+
+
+DecimalsEnv.__doc__ = f"{DecimalsEnv.__doc__}\n\n    {FractionsEnv.__doc__}"
