@@ -164,3 +164,21 @@ def test_the_same_move_never_solves_a_maze():
     env = make("covgym/Maze-v0")
     for move in "UDLR":
         assert all(run_episode(env, always(move), seed).total_reward == 0 for seed in range(60))
+
+
+def test_the_worked_example_in_the_docs_runs(tmp_path):
+    """The "add an environment" guide's code, run as written."""
+    from pathlib import Path
+
+    guide = Path(__file__).resolve().parents[1] / "docs" / "environments.md"
+    if not guide.exists():
+        pytest.skip("docs not present")
+    blocks = guide.read_text().split("```python\n")
+    module = next(block for block in blocks if block.startswith("# my_envs/gcd.py")).split("```")[0]
+    check = next(block for block in blocks if "check_text_env(env)" in block).split("```")[0]
+    namespace: dict = {"__name__": "gcd_example"}
+    if "my/GCD-v0" in gym.registry:
+        del gym.registry["my/GCD-v0"]
+    exec(compile(module + "\nimport gymnasium as gym\n" + check, str(guide), "exec"), namespace)
+    env = gym.make("my/GCD-v0", digits=1)
+    assert run_episode(env, oracle, 0).total_reward == 1.0
