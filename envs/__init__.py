@@ -5,6 +5,8 @@ Importing ``covgym`` registers them; then ``gymnasium.make("covgym/Arithmetic-v0
 
 from __future__ import annotations
 
+import importlib.util
+
 import gymnasium as gym
 
 from covgym.envs.base import MultiTurnEnv, Problem, SingleTurnEnv, TextEnv, Turn, text_space
@@ -24,6 +26,10 @@ ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "covgym/Maze-v0": ("covgym.envs.maze:MazeEnv", "multi-turn grid navigation with walls and a step limit"),
     "covgym/NumberGuess-v0": ("covgym.envs.guessing:NumberGuessEnv", "multi-turn number guessing, higher/lower"),
 }
+
+if importlib.util.find_spec("reasoning_gym") is not None:  # optional extra: listed only when installed
+    ENVIRONMENTS["covgym/ReasoningGym-v0"] = ("covgym.envs.reasoning_gym_adapter:ReasoningGymEnv",
+                                              "any reasoning-gym task (task=...), partial_credit explicit")
 
 
 def register_all() -> None:
