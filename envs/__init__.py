@@ -14,7 +14,8 @@ from covgym.envs.grading import Grade, grade_math
 
 #: id -> (entry point, one-line description). Add an environment: one module, one line here.
 ENVIRONMENTS: dict[str, tuple[str, str]] = {
-    "covgym/Arithmetic-v0": ("covgym.envs.arithmetic:ArithmeticEnv", "integer arithmetic (+, -, *), digits/terms knobs"),
+    "covgym/Arithmetic-v0": ("covgym.envs.arithmetic:ArithmeticEnv",
+                             "integer arithmetic (+, -, *), digits/terms knobs"),
     "covgym/Fractions-v0": ("covgym.envs.rational:FractionsEnv", "exact fraction arithmetic, denominator/terms knobs"),
     "covgym/Decimals-v0": ("covgym.envs.rational:DecimalsEnv", "exact decimal arithmetic, places/digits knobs"),
     "covgym/LinearEquations-v0": ("covgym.envs.linear:LinearEquationEnv", "solve ax+b=cx+d (sympy), range knobs"),

@@ -17,6 +17,7 @@ MAX_NUMBER_DIGITS = 30
 MAX_EXPONENT = 64
 #: Largest bit length of any numerator or denominator met while evaluating.
 MAX_VALUE_BITS = 1024
+_ALIASES = {"x": "*", "×": "*", "÷": "/", "**": "^"}
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|(\*\*|[-+*/^()x×÷]))")
 
 
@@ -47,7 +48,7 @@ def _tokens(text: str) -> list[str]:
         number, operator = match.groups()
         if number is not None and len(number) > MAX_NUMBER_DIGITS:
             raise ExpressionError(f"number longer than {MAX_NUMBER_DIGITS} digits")
-        tokens.append(number if number is not None else {"x": "*", "×": "*", "÷": "/", "**": "^"}.get(operator, operator))
+        tokens.append(number if number is not None else _ALIASES.get(operator, operator))
         position = match.end()
     return tokens
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence, TypeVar
+
 import numpy as np
 
 from covgym.envs.base import Problem, SingleTurnEnv
@@ -10,6 +12,7 @@ _PEOPLE = [("Ann", "she", "her"), ("Ben", "he", "his"), ("Cara", "she", "her"), 
            ("Eva", "she", "her"), ("Finn", "he", "his"), ("Gia", "she", "her"), ("Hugo", "he", "his")]
 _ITEMS = ["apples", "marbles", "stickers", "pencils", "cards", "shells", "coins", "books"]
 _CONTAINERS = ["boxes", "bags", "packs", "jars"]
+T = TypeVar("T")
 
 
 class WordProblemEnv(SingleTurnEnv):
@@ -46,18 +49,18 @@ class WordProblemEnv(SingleTurnEnv):
         self.num_steps, self.max_value = num_steps, max_value
 
     def generate_problem(self, rng: np.random.Generator) -> Problem:
-        def pick(options: list) -> object:
+        def pick(options: Sequence[T]) -> T:
             return options[int(rng.integers(0, len(options)))]
 
         def number(low: int, high: int) -> int:
             return int(rng.integers(low, max(low, high) + 1))
 
-        name, subject, possessive = pick(_PEOPLE)  # type: ignore[misc]
+        name, subject, possessive = pick(_PEOPLE)
         friend = pick([person[0] for person in _PEOPLE if person[0] != name])
         item, container = pick(_ITEMS), pick(_CONTAINERS)
         count = number(1, self.max_value)
         sentences = [f"{name} has {count} {item}."]
-        pronoun = str(subject).capitalize()
+        pronoun = subject.capitalize()
         for _ in range(self.num_steps):
             kinds = ["buy", "find", "double"] + (["give"] if count > 1 else [])
             divisors = [k for k in range(2, 6) if count % k == 0]
@@ -80,8 +83,8 @@ class WordProblemEnv(SingleTurnEnv):
                 sentences.append(f"{friend} gives {name} as many {item} as {subject} has.")
             else:
                 parts = pick(divisors)
-                count //= int(parts)  # type: ignore[call-overload]
-                sentences.append(f"{pronoun} shares {possessive} {item} equally with {int(parts) - 1} friends "  # type: ignore[call-overload]
+                count //= parts
+                sentences.append(f"{pronoun} shares {possessive} {item} equally with {parts - 1} friends "
                                  f"and keeps one share.")
         sentences.append(f"How many {item} does {name} have now?")
         return Problem(prompt=" ".join(sentences) + "\nAnswer:", answer=str(count),
