@@ -168,11 +168,12 @@ class Trainer:
             self._tensorboard = None
 
     def _log(self, record: dict[str, Any]) -> None:
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._metrics_file.write(json.dumps(record, sort_keys=True) + "\n")
         self._metrics_file.flush()
         if self._tensorboard is not None:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
+                if isinstance(value, (int, float)) and key != "step" and value is not None:
                     self._tensorboard.add_scalar(key, value, record["step"])
 
     def _state(self, step: int) -> dict[str, Any]:

@@ -12,41 +12,40 @@ import torch
 from torch import Tensor
 
 from covgym.batch import RolloutBatch
-from covgym.metrics import masked_mean, predicted_entropy_change, entropy_from_logits, token_covariance
+from covgym.entropy_dynamics import (covariance_stats, entropy_change_stats, entropy_stats, polarity_stats,
+                                     response_level_covariance, sequence_mean)
+from covgym.metrics import masked_mean
 
 MAX_MEASURED_POSITIONS = 512
 
 
 def rollout_statistics(batch: RolloutBatch) -> dict[str, float]:
-    """Reward, accuracy, entropy and length of a rollout."""
+    """Reward, accuracy, entropy (mean and percentiles) and length of a rollout."""
     mask = batch.response_mask
     correct = [bool(info.get("correct", False)) for info in batch.info]
     lengths = mask.sum(-1)
-    entropy = batch.entropies[mask > 0]
-    stats = {
+    return {
         "reward_mean": float(batch.rewards.mean()),
         "reward_std": float(batch.rewards.std()) if batch.batch_size > 1 else 0.0,
         "accuracy": sum(correct) / max(len(correct), 1),
-        "entropy_mean": float(masked_mean(batch.entropies, mask)),
+        **entropy_stats(batch.entropies, mask),
         "response_length_mean": float(lengths.mean()),
         "response_length_max": float(lengths.max()),
         "num_sequences": float(batch.batch_size),
     }
-    if entropy.numel():
-        quantiles = torch.quantile(entropy.float(), torch.tensor([0.1, 0.5, 0.9]))
-        stats.update(entropy_p10=float(quantiles[0]), entropy_p50=float(quantiles[1]), entropy_p90=float(quantiles[2]))
-    return stats
 
 
 def batch_statistics(batch: RolloutBatch, advantages: Tensor) -> dict[str, float]:
-    """Advantage and covariance statistics of the batch an update trains on."""
+    """Advantage and covariance statistics (token level and the response-level bandit view) of a batch."""
     mask = batch.response_mask
-    covariance = token_covariance(batch.old_log_probs, advantages, mask)[mask > 0]
-    stats = {"advantage_mean": float(masked_mean(advantages, mask)),
-             "advantage_abs_mean": float(masked_mean(advantages.abs(), mask))}
-    if covariance.numel():
-        stats.update(cov_mean=float(covariance.mean()), cov_pos_frac=float((covariance > 0).float().mean()))
-    return stats
+    per_sequence_advantage = masked_mean(advantages, mask, dim=-1)  # [B]
+    return {
+        "advantage_mean": float(masked_mean(advantages, mask)),
+        "advantage_abs_mean": float(masked_mean(advantages.abs(), mask)),
+        **covariance_stats(batch.old_log_probs, advantages, mask),
+        **response_level_covariance(sequence_mean(batch.old_log_probs, mask), per_sequence_advantage,
+                                    batch.group_ids),
+    }
 
 
 @dataclass
@@ -76,12 +75,9 @@ def response_logits_sample(policy, mini: RolloutBatch, positions: Tensor | None 
 
 def entropy_change(before: LogitSample, after: LogitSample, advantages: Tensor, mini: RolloutBatch
                    ) -> dict[str, float]:
-    """Actual vs first-order predicted entropy change of one optimizer step, per measured position."""
-    actual = entropy_from_logits(after.logits) - entropy_from_logits(before.logits)  # [N]
-    predicted = predicted_entropy_change(before.logits, after.logits - before.logits)  # [N]
-    stats = {"dH_actual_mean": float(actual.mean()), "dH_predicted_mean": float(predicted.mean())}
-    if actual.numel() > 1 and actual.std() > 0 and predicted.std() > 0:
-        stats["dH_corr"] = float(torch.corrcoef(torch.stack([actual, predicted]))[0, 1])
-    if abs(stats["dH_predicted_mean"]) > 0:
-        stats["dH_ratio"] = stats["dH_actual_mean"] / stats["dH_predicted_mean"]
-    return stats
+    """Actual vs first-order predicted entropy change of one optimizer step, and the tokens' polarity."""
+    rows, columns = before.positions[:, 0], before.positions[:, 1]
+    sampled = mini.input_ids[rows, columns, None]
+    log_prob_sampled = torch.log_softmax(before.logits.double(), -1).gather(-1, sampled)[:, 0]  # [N]
+    return {**entropy_change_stats(before.logits, after.logits),
+            **polarity_stats(log_prob_sampled, before.logits, advantages[rows, columns])}
