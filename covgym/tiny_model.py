@@ -19,6 +19,7 @@ import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ class TinyModelSpec:
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     env_id: str = "covgym/Arithmetic-v0"
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
     sft_steps: int = 1500
     sft_batch_size: int = 64
     sft_learning_rate: float = 3e-3
@@ -85,7 +87,7 @@ def _solved_examples(spec: TinyModelSpec, count: int, seed: int) -> list[tuple[s
 
     import covgym.envs  # noqa: F401  (registers ids)
 
-    env = gym.make(spec.env_id, split="train").unwrapped
+    env = gym.make(spec.env_id, split="train", **dict(spec.env_kwargs)).unwrapped
     rng = np.random.default_rng(seed)
     examples = []
     for index in range(count):

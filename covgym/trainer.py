@@ -271,7 +271,7 @@ class Trainer:
             ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device))
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
-            return self._skip(metrics, f"non-finite loss ({float(loss)})")
+            return self._skip(metrics, f"non-finite loss ({float(loss.detach())})")
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
                                                    self.config.optim.grad_clip or float("inf"))
