@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
 from covgym.tiny_model import TINY_MODEL_ALIAS
-from covgym import training_metrics
+from covgym import parallel, training_metrics
 
 logger = logging.getLogger("covgym")
 
@@ -91,12 +92,24 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         validate(config)
+        device = resolve_device(config.model.device)
+        self.distributed = parallel.init_from_environment(device)
+        self.device = parallel.local_device(device)
+        self.rank, self.world_size = parallel.rank(), parallel.world_size()
+        if config.rollout.prompts_per_step % self.world_size:
+            raise ValueError(f"prompts_per_step ({config.rollout.prompts_per_step}) must be a multiple of the "
+                             f"number of processes ({self.world_size}): each rank rolls out whole groups")
         self.config = resolve_config(config)
+        if self.distributed:  # every rank must use rank 0's run directory (its default name has a time in it)
+            shared = [self.config.run_dir]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            self.config = self.config.replace(run_dir=shared[0])
+        self.is_main = self.rank == 0
         for note in configuration_warnings(self.config):
-            warnings.warn(note, stacklevel=2)
+            if self.is_main:
+                warnings.warn(note, stacklevel=2)
         self.run_dir = Path(self.config.run_dir)
         self.resume = resume
-        self.device = resolve_device(self.config.model.device)
         self.algorithm = algorithms.get(self.config.algo)(**self.config.algo_params)
         self.generator = torch.Generator()
         self.algorithm.set_generator(self.generator)
@@ -122,7 +135,8 @@ class Trainer:
             self.optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         r = self.config.rollout
         self.sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
-        batch_size = r.prompts_per_step * r.group_size
+        self.local_prompts = r.prompts_per_step // self.world_size
+        batch_size = self.local_prompts * r.group_size
         self.envs = [gym.make(self.config.env.env, **{**self.config.env.env_kwargs, "split": "train"})
                      for _ in range(batch_size)]
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
@@ -142,12 +156,17 @@ class Trainer:
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=lr)
 
     def _write_config(self) -> None:
+        if not self.is_main:
+            return
         payload = json.dumps(self.config.to_dict(), indent=2, sort_keys=True).encode()
         atomic_write(self.run_dir / "config.json", lambda handle: handle.write(payload))
 
     def _open_metrics(self) -> None:
         """Keep only lines up to the resumed step, so a resumed run never duplicates a step."""
         path = self.run_dir / "metrics.jsonl"
+        if not self.is_main:
+            self._metrics_file = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+            return
         if path.exists():
             kept = []
             for line in path.read_text().splitlines():
@@ -205,11 +224,13 @@ class Trainer:
         r = self.config.rollout
         env_rng = np.random.default_rng(derive_seed(self.config.seed, step, "envs"))
         problem_seeds = env_rng.integers(0, 2**31 - 1, size=r.prompts_per_step).tolist()
-        env_seeds = [s for s in problem_seeds for _ in range(r.group_size)]  # a group shares its problem
-        group_ids = [g for g in range(r.prompts_per_step) for _ in range(r.group_size)]
+        first = self.rank * self.local_prompts  # this rank's whole groups
+        groups = range(first, first + self.local_prompts)
+        env_seeds = [problem_seeds[g] for g in groups for _ in range(r.group_size)]  # a group shares its problem
+        group_ids = [g for g in groups for _ in range(r.group_size)]
         self.policy.model.eval()
         batch, stats = collect_rollout(self.policy, self.envs, env_seeds, group_ids, self.sampling,
-                                       seed=derive_seed(self.config.seed, step, "rollout"),
+                                       seed=derive_seed(self.config.seed, step, "rollout") + self.rank,
                                        max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
         started = time.perf_counter()
         with torch.no_grad():
@@ -224,12 +245,20 @@ class Trainer:
         return batch, timings
 
     def _filter_groups(self, batch: RolloutBatch) -> RolloutBatch:
-        keep = [i for i in range(batch.batch_size)
-                if batch.rewards[batch.group_ids == batch.group_ids[i]].unique().numel() > 1]
-        return batch.select(keep) if keep else batch.select([])
+        """Mask out groups whose rewards are all equal (they carry no group-relative signal).
+
+        Rows are kept (masked, not dropped) so that every data-parallel rank still has a batch to step with.
+        """
+        keep = torch.tensor([float(batch.rewards[batch.group_ids == g].unique().numel() > 1) for g in batch.group_ids])
+        return batch.replace(response_mask=batch.response_mask * keep[:, None])
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
-        """``ppo_epochs`` passes of mini-batch updates; returns metrics averaged over the optimizer steps."""
+        """``ppo_epochs`` passes of mini-batch updates; returns metrics averaged over the optimizer steps.
+
+        ``batch`` is this rank's shard (rows ``rank·B … (rank+1)·B`` of the global batch). Each pass draws one
+        random order of the *global* rows and cuts it into ``mini_batches`` pieces; a rank trains on its own
+        rows of each piece, so the update does not depend on how many ranks share the work.
+        """
         o = self.config.optim
         if hasattr(self.algorithm, "advantages_and_returns"):
             advantages, returns = self.algorithm.advantages_and_returns(batch)
@@ -238,21 +267,24 @@ class Trainer:
         batch_metrics = training_metrics.batch_statistics(batch, advantages)
         self.generator.manual_seed(derive_seed(self.config.seed, step, "algorithm"))
         order_rng = torch.Generator().manual_seed(derive_seed(self.config.seed, step, "minibatch"))
+        local, first = batch.batch_size, self.rank * batch.batch_size
         collected: list[dict[str, float]] = []
         dynamics: dict[str, float] = {}
         self.policy.model.train()
         for epoch in range(o.ppo_epochs):
-            order = torch.randperm(batch.batch_size, generator=order_rng)
-            for chunk_index, index in enumerate(torch.tensor_split(order, o.mini_batches)):
-                if index.numel() == 0:
-                    continue
-                mini = batch.select(index)
-                measure = self.config.entropy_dynamics and epoch == 0 and chunk_index == 0
+            order = torch.randperm(local * self.world_size, generator=order_rng)
+            for piece, global_rows in enumerate(torch.tensor_split(order, o.mini_batches)):
+                global_rows = global_rows.sort().values  # rank order = row order: token choices see one sequence
+                mine = global_rows[(global_rows >= first) & (global_rows < first + local)] - first
+                mini = batch.select(mine) if mine.numel() else _empty_like_row(batch)
+                mini_advantages = advantages[mine] if mine.numel() else advantages[:1] * 0
+                mini_returns = None if returns is None else (returns[mine] if mine.numel() else returns[:1] * 0)
+                measure = self.config.entropy_dynamics and epoch == 0 and piece == 0 and mine.numel() > 0
                 before = training_metrics.response_logits_sample(self.policy, mini) if measure else None
-                metrics = self._optimizer_step(mini, advantages[index], None if returns is None else returns[index])
+                metrics = self._optimizer_step(mini, mini_advantages, mini_returns)
                 if before is not None and metrics.get("skipped", 0.0) == 0.0:
                     after = training_metrics.response_logits_sample(self.policy, mini, before.positions)
-                    dynamics = training_metrics.entropy_change(before, after, advantages[index], mini)
+                    dynamics = training_metrics.entropy_change(before, after, mini_advantages, mini)
                 collected.append(metrics)
         averaged = {key: float(np.mean([m[key] for m in collected if key in m]))
                     for key in {k for m in collected for k in m}}
@@ -262,19 +294,27 @@ class Trainer:
 
     def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None
                         ) -> dict[str, float]:
-        """One guarded optimizer step: a non-finite loss or gradient skips it and leaves the weights unchanged."""
+        """One guarded optimizer step: a non-finite loss or gradient skips it and leaves the weights unchanged.
+
+        Normalisers are global token/sequence counts and gradients are summed over ranks; the skip decision is
+        taken jointly, so every rank makes the same number of collective calls.
+        """
         device = self.device
         mask = mini.response_mask.to(device)
+        tokens = parallel.sum_scalar(float(mask.sum()))
+        sequences = parallel.sum_scalar(float((mask.sum(-1) > 0).sum()))
         log_probs, entropy = self.policy.score(mini.input_ids, mini.attention_mask)
         loss, metrics = self.algorithm.policy_loss(
             log_probs, mini.old_log_probs.to(device), advantages.to(device), mask, entropy=entropy,
-            ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device))
+            ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device),
+            global_token_count=tokens, global_seq_count=sequences)
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if parallel.sum_scalar(0.0 if torch.isfinite(loss) else 1.0) > 0:
             return self._skip(metrics, f"non-finite loss ({float(loss.detach())})")
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(),
-                                                   self.config.optim.grad_clip or float("inf"))
+        parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
+        parallel.sum_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.optim.grad_clip or float("inf"))
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, f"non-finite gradient norm ({float(grad_norm)})")
@@ -293,6 +333,7 @@ class Trainer:
         if not torch.isfinite(loss):
             return {"critic_skipped": 1.0}
         loss.backward()
+        parallel.sum_gradients(list(self.critic.parameters()))
         torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config.optim.grad_clip or float("inf"))
         self.critic_optimizer.step()
         return metrics
@@ -308,7 +349,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def evaluate(self) -> dict[str, float]:
-        if self.config.eval_problems == 0:
+        if self.config.eval_problems == 0 or not self.is_main:
             return {}
         if not hasattr(self, "_eval_envs"):
             self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
@@ -330,7 +371,8 @@ class Trainer:
             if self.start_step == 0:
                 self.eval_before = self.evaluate()
             bar = tqdm(range(self.start_step + 1, self.config.steps + 1), desc=f"{self.config.algo}",
-                       initial=self.start_step, total=self.config.steps, disable=not self.config.progress)
+                       initial=self.start_step, total=self.config.steps,
+                       disable=not (self.config.progress and self.is_main))
             for step in bar:
                 record = self.train_step(step)
                 if self.config.eval_every and step % self.config.eval_every == 0 and step != self.config.steps:
@@ -341,9 +383,12 @@ class Trainer:
                 self._log(record)
                 history.append(record)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
-                if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
+                if self.is_main and ((self.config.save_every and step % self.config.save_every == 0)
+                                     or step == self.config.steps):
                     save_checkpoint(self.run_dir, step, self._state(step), self.config.keep_checkpoints)
-            self.policy.save(self.run_dir / "final_model")
+            if self.is_main:
+                self.policy.save(self.run_dir / "final_model")
+            parallel.barrier()
         finally:
             self._metrics_file.close()
             if self._tensorboard is not None:
@@ -359,10 +404,12 @@ class Trainer:
         if self.config.rollout.filter_equal_groups:
             batch = self._filter_groups(batch)
         update_started = time.perf_counter()
-        update_metrics = self.update(batch, step) if batch.batch_size else {"skipped_updates": 0.0}
+        update_metrics = self.update(batch, step)
         time_update = time.perf_counter() - update_started
         elapsed = time.perf_counter() - started
-        tokens = float(batch.attention_mask.sum())
+        tokens = parallel.sum_scalar(float(batch.attention_mask.sum()))
+        rollout_metrics = parallel.mean_metrics(rollout_metrics)
+        update_metrics = parallel.mean_metrics(update_metrics)
         return {"step": step, **rollout_metrics, **update_metrics, **timings, "time_update_s": time_update,
                 "time_step_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
                 "lr": self.scheduler.get_last_lr()[0], "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
@@ -380,3 +427,9 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is corrupt ({error.msg}); cannot resume from it") from None
     return from_dict(data)
+
+
+def _empty_like_row(batch: RolloutBatch) -> RolloutBatch:
+    """One row of ``batch`` with nothing to train on: keeps a rank in step when its share of a piece is empty."""
+    row = batch.select([0])
+    return row.replace(response_mask=torch.zeros_like(row.response_mask))
