@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 TINY_MODEL_ALIAS = "tiny"
-_SPEC_VERSION = 1  # bump when the build procedure changes, so old caches are not reused
+_SPEC_VERSION = 2  # bump when the build procedure changes, so old caches are not reused
 
 
 @dataclass(frozen=True)

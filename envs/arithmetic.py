@@ -10,14 +10,14 @@ _OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, 
 
 
 class ArithmeticEnv(SingleTurnEnv):
-    """Evaluate an integer expression such as ``47+38-12``.
+    """Evaluate an integer expression such as ``7+8-2`` (defaults: 3 one-digit terms, ``+`` and ``-``).
 
     ## Description
     Procedurally generated expressions of ``num_terms`` operands with up to ``digits`` digits, joined by
     operations from ``operations`` (``+``, ``-``, ``*``), evaluated left to right with usual precedence.
 
     ## Observation
-    A prompt ``"Compute: 47+38\\nAnswer:"`` followed by the optional ``instruction``.
+    A prompt ``"Compute: 7+8-2\\nAnswer:"`` followed by the optional ``instruction``.
 
     ## Action
     Free text; the final answer is the last ``\\boxed{}`` or else the last number in it.
@@ -32,7 +32,7 @@ class ArithmeticEnv(SingleTurnEnv):
     - v0: first version.
     """
 
-    def __init__(self, digits: int = 2, operations: str = "+-", num_terms: int = 2, **kwargs) -> None:
+    def __init__(self, digits: int = 1, operations: str = "+-", num_terms: int = 3, **kwargs) -> None:
         super().__init__(**kwargs)
         if digits < 1 or digits > 12:
             raise ValueError(f"digits must be in 1..12, got {digits}")
