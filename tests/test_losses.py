@@ -293,10 +293,14 @@ def test_kl_cov_penalises_exactly_the_top_k_tokens(b, t, seed, k, beta):
     cov = slow_covariance(lp.tolist(), adv.tolist(), mask.tolist())
     ranked = sorted(((cov[i][j], (i, j)) for i in range(b) for j in range(t) if mask[i, j] > 0), reverse=True)
     n = max(1, int(k * n_tokens))
-    assert len({value for value, _ in ranked}) == len(ranked)  # continuous draws: no ties
-    expected = {cell for _, cell in ranked[:n]}
     got = {tuple(cell) for cell in torch.nonzero(maps["selected"]).tolist()}
-    assert got == expected
+    assert len(got) == n
+    if n == len(ranked) or ranked[n - 1][0] - ranked[n][0] > 1e-9:
+        assert got == {cell for _, cell in ranked[:n]}
+    else:  # a tie at the boundary (e.g. N = 2 always ties): any top-n set is right
+        chosen = [value for value, cell in ranked if cell in got]
+        others = [value for value, cell in ranked if cell not in got]
+        assert min(chosen) >= max(others) - 1e-9
     ratio = torch.exp(lp.detach() - old)
     penalty = beta * (lp.detach() - old).abs() * maps["selected"]
     torch.testing.assert_close(loss.detach(), -adv * ratio + penalty)
@@ -366,7 +370,7 @@ def test_entropy_bonus_numbers():
     loss, metrics = algorithms.get("entropy_bonus")(entropy_coeff=0.5).policy_loss(
         lp, lp, torch.zeros(1, 2), torch.ones(1, 2), entropy=entropy)
     loss.backward()
-    assert float(loss) == pytest.approx(-0.5 * 2.0)
+    assert float(loss.detach()) == pytest.approx(-0.5 * 2.0)
     torch.testing.assert_close(entropy.grad, torch.tensor([[-0.25, -0.25]]))
     assert metrics["entropy"] == pytest.approx(2.0)
 
