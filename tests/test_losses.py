@@ -183,7 +183,7 @@ def test_clip_higher_uses_asymmetric_bounds():
     log_ratio = torch.log(torch.tensor([[1.25, 1.25, 0.79]]))
     loss, _ = algorithm.policy_loss(log_ratio, torch.zeros(1, 3), torch.tensor([[1.0, 1.0, -1.0]]), torch.ones(1, 3))
     # 1.25 < 1.28 is not clipped (it would be at ε = 0.2); 0.79 < 0.8 is clipped to 0.8
-    assert float(loss) == pytest.approx((-1.25 - 1.25 + 0.8) / 3)
+    assert float(loss.detach()) == pytest.approx((-1.25 - 1.25 + 0.8) / 3)
 
 
 # ---------------------------------------------------------------------------- Clip-Cov
@@ -326,7 +326,7 @@ def test_kl_cov_numbers():
     adv = torch.tensor([[2.0, 0.0, 0.0, -2.0]])
     loss, metrics = algorithms.get("kl_cov")().policy_loss(lp, old, adv, torch.ones(1, 4))
     token0, token3 = -2 * math.exp(0.2), 2 * math.exp(-0.1) + 1.0 * 0.1
-    assert float(loss) == pytest.approx((token0 + token3) / 4, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx((token0 + token3) / 4, rel=1e-5)
     assert metrics["kl_cov_penalized_frac"] == pytest.approx(0.25)
     assert metrics["cov_topk_mean"] == pytest.approx(3.7, rel=1e-5)
     assert metrics["abs_kl"] == pytest.approx(0.3 / 4, rel=1e-5)
@@ -382,9 +382,9 @@ def test_kl_penalty_numbers_and_straight_through_gradient():
     expected = {"k1": 0.5, "kl": 0.5, "abs": 0.5, "k2": 0.125, "mse": 0.125,
                 "k3": math.exp(-0.5) + 0.5 - 1, "low_var_kl": math.exp(-0.5) + 0.5 - 1}
     for kind, value in expected.items():
-        assert float(F.kl_penalty(lp, ref, kind)) == pytest.approx(value), kind
+        assert float(F.kl_penalty(lp.detach(), ref, kind)) == pytest.approx(value), kind
     plus = F.kl_penalty(lp, ref, "k3+")
-    assert float(plus) == pytest.approx(math.exp(-0.5) + 0.5 - 1)
+    assert float(plus.detach()) == pytest.approx(math.exp(-0.5) + 0.5 - 1)
     plus.backward()
     assert float(lp.grad) == pytest.approx(0.5)  # the k2 gradient, logp − ref
     # k3 clamps: ref − logp clamped to ±20 and the value to ≤ 10
@@ -397,7 +397,7 @@ def test_kl_loss_term_is_added_with_its_coefficient():
     lp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -2.0]])
     algorithm = algorithms.get("grpo")(use_kl_loss=True, kl_loss_coef=0.2, kl_loss_type="k1")
     loss, metrics = algorithm.policy_loss(lp, lp, torch.zeros(1, 2), torch.ones(1, 2), ref_log_probs=ref)
-    assert metrics["kl_loss"] == pytest.approx(0.25) and float(loss) == pytest.approx(0.2 * 0.25)
+    assert metrics["kl_loss"] == pytest.approx(0.25) and float(loss.detach()) == pytest.approx(0.2 * 0.25)
     with pytest.raises(ValueError, match="ref_log_probs"):
         algorithm.policy_loss(lp, lp, torch.zeros(1, 2), torch.ones(1, 2))
 
@@ -436,7 +436,7 @@ def test_value_loss_matches_slow_reference(b, t, seed, clip):
     loss, metrics = algorithms.get("ppo")(cliprange_value=clip).value_loss(values, old, returns, mask)
     flat = [x.reshape(-1).tolist() for x in (values.detach(), old, returns, mask)]
     expected, clip_frac = slow_value_loss(*flat, clip)
-    assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert metrics["value_loss"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert metrics["value_clip_frac"] == pytest.approx(clip_frac)
     if mask.sum() > 1:
@@ -453,7 +453,7 @@ def test_value_loss_numbers():
     loss, metrics = algorithms.get("ppo")().value_loss(values, old, returns, torch.ones(1, 3))
     # token 0: clip to 0.7, max(1, 0.49) = 1; token 1: clip to 0.5, max(0.64, 0.09) = 0.64;
     # token 2: clip to 0.5, max(0.01, 0.16) = 0.16 (the clipped error wins)
-    assert float(loss) == pytest.approx(0.5 * (1 + 0.64 + 0.16) / 3)
+    assert float(loss.detach()) == pytest.approx(0.5 * (1 + 0.64 + 0.16) / 3)
     assert metrics["value_clip_frac"] == pytest.approx(1 / 3)
 
 
