@@ -16,6 +16,7 @@ from covgym.algorithms.clip_higher import ClipHigher
 from covgym.algorithms.clip_cov import ClipCov
 from covgym.algorithms.kl_cov import KLCov
 from covgym.algorithms.entropy_bonus import EntropyBonus
+from covgym.algorithms.gpg import GPG
 
-__all__ = ["PPO", "RLOO", "Algorithm", "ClipCov", "ClipHigher", "DrGRPO", "EntropyBonus", "GRPO", "KLCov",
+__all__ = ["PPO", "RLOO", "Algorithm", "ClipCov", "ClipHigher", "DrGRPO", "EntropyBonus", "GPG", "GRPO", "KLCov",
            "ReinforcePP", "functional", "get", "hyperparameter", "names", "register"]
