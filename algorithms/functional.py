@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from covgym.metrics import masked_mean, masked_var
+from covgym.metrics import masked_var
 from covgym.algorithms.advantages import (broadcast_over_response, gae_advantages_and_returns, group_mean,
                                           group_normalized_advantages, reinforce_pp_baseline_advantages,
                                           rloo_advantages)

@@ -35,7 +35,7 @@ class Critic(nn.Module):
         nn.init.zeros_(self.value_head.bias)
 
     @classmethod
-    def from_pretrained(cls, model: "str | Path | nn.Module", **kwargs) -> "Critic":
+    def from_pretrained(cls, model: str | Path | nn.Module, **kwargs) -> Critic:
         """A critic from a model directory / hub id (loaded with ``AutoModel``) or from a loaded model.
 
         A loaded causal LM (e.g. the policy's ``PreTrainedModel``) is deep-copied and its LM head dropped, so the
