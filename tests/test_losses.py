@@ -478,3 +478,16 @@ def test_covariance_terms_match_the_metrics_module():
     torch.testing.assert_close(F.covariance_terms(inputs["log_probs"], inputs["advantages"], inputs["response_mask"]),
                                covgym_metrics.token_covariance(inputs["log_probs"], inputs["advantages"],
                                                                inputs["response_mask"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", algorithms.names())
+def test_losses_on_cuda_equal_cpu(name):
+    inputs = random_inputs(11, 4, 9)
+    loss, metrics, grad, _ = run_loss(build(name), inputs)
+    on_gpu = {key: value.detach().cuda().requires_grad_(value.requires_grad) for key, value in inputs.items()}
+    gpu_loss, gpu_metrics, gpu_grad, _ = run_loss(build(name), on_gpu)
+    torch.testing.assert_close(gpu_loss.cpu(), loss)
+    torch.testing.assert_close(gpu_grad.cpu(), grad)
+    assert gpu_metrics == pytest.approx(metrics)
