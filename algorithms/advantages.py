@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from covgym.metrics import masked_whiten
+from covgym.algorithms.distributed import all_reduce_sum
 
 
 def _group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -21,6 +21,22 @@ def _group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:
 
 def _group_sum(values: Tensor, inverse: Tensor, num_groups: int) -> Tensor:
     return torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+
+
+def batch_whiten(values: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x − mean)/sqrt(var + eps)`` with the masked mean and unbiased variance of the *global* batch.
+
+    Equals ``covgym.metrics.masked_whiten`` (verl's) in one process; under data parallelism the sums are reduced
+    over ranks, so the result does not depend on how the batch is sharded.
+    """
+    mask = response_mask.to(values.dtype)
+    first = all_reduce_sum(torch.stack([(values * mask).sum(), mask.sum()]))
+    count = first[1]
+    mean = first[0] / count.clamp_min(1.0)
+    variance = all_reduce_sum(((values - mean) * mask).square().sum()) / count.clamp_min(1.0)
+    if count > 1:
+        variance = variance * count / (count - 1)
+    return (values - mean) * torch.rsqrt(variance + eps)
 
 
 def _check(scores: Tensor, group_ids: Tensor) -> None:
@@ -75,12 +91,12 @@ def broadcast_over_response(per_sequence: Tensor, response_mask: Tensor) -> Tens
 def reinforce_pp_baseline_advantages(scores: Tensor, group_ids: Tensor, response_mask: Tensor) -> Tensor:
     """REINFORCE++ with a group baseline: subtract the group mean, broadcast, whiten over the batch; ``[B, T]``.
 
-    Whitening is over all masked tokens of the batch (a token-weighted mean and unbiased variance, as verl's
-    ``masked_whiten``); the result is 0 outside the mask.
+    Whitening is over all masked tokens of the batch, across data-parallel ranks (a token-weighted mean and
+    unbiased variance, as verl's ``masked_whiten``); the result is 0 outside the mask.
     """
     centered = (scores.double() - group_mean(scores, group_ids)).float()
     per_token = broadcast_over_response(centered, response_mask)
-    return masked_whiten(per_token, response_mask) * response_mask
+    return batch_whiten(per_token, response_mask) * response_mask
 
 
 def gae_advantages_and_returns(token_rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1.0,
@@ -90,7 +106,7 @@ def gae_advantages_and_returns(token_rewards: Tensor, values: Tensor, response_m
     Walking backwards, ``δ_t = r_t + γ·V_next − V_t`` and ``A_t = δ_t + γλ·A_next``, where ``V_next``/``A_next``
     come from the next position with mask 1: positions with mask 0 (prompt, tool output, padding) are skipped,
     the running value and advantage carried through them. ``returns = A + V``; the advantages are then whitened
-    over the masked positions. Both outputs are 0 outside the mask.
+    over the masked positions (of all data-parallel ranks). Both outputs are 0 outside the mask.
 
     Args:
         token_rewards: ``[B, T]`` reward at each position (outcome reward on the last response token).
@@ -109,4 +125,4 @@ def gae_advantages_and_returns(token_rewards: Tensor, values: Tensor, response_m
         running = torch.where(mask[:, t] > 0, candidate, running)
         advantages[:, t] = running
     returns = (advantages + values) * mask
-    return masked_whiten(advantages, mask) * mask, returns
+    return batch_whiten(advantages, mask) * mask, returns

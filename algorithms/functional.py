@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from covgym.metrics import masked_var
-from covgym.algorithms.advantages import (broadcast_over_response, gae_advantages_and_returns, group_mean,
+from covgym.algorithms.advantages import (batch_whiten, broadcast_over_response, gae_advantages_and_returns, group_mean,
                                           group_normalized_advantages, reinforce_pp_baseline_advantages,
                                           rloo_advantages)
 from covgym.algorithms.token_selection import (choose_random, choose_top, covariance_terms, global_token_count,
@@ -169,7 +169,7 @@ def explained_variance(values: Tensor, returns: Tensor, response_mask: Tensor) -
     return 1.0 - masked_var(returns - values, mask) / (masked_var(returns, mask) + 1e-5)
 
 
-__all__ = ["LOSS_AGG_MODES", "aggregate_loss", "broadcast_over_response", "choose_random", "choose_top",
+__all__ = ["LOSS_AGG_MODES", "aggregate_loss", "batch_whiten", "broadcast_over_response", "choose_random", "choose_top",
            "clip_cov_token_loss", "covariance_terms", "explained_variance", "gae_advantages_and_returns",
            "group_mean", "group_normalized_advantages", "kl_cov_token_loss", "kl_penalty", "ppo_clip_token_loss",
            "ratio_and_log_ratio", "reinforce_pp_baseline_advantages", "rloo_advantages", "selection_count",

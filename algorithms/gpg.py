@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from covgym.batch import RolloutBatch
 from covgym.algorithms.base import Algorithm, hyperparameter, register
+from covgym.algorithms.distributed import all_reduce_sum
 from covgym.algorithms.functional import broadcast_over_response, group_mean
 
 
@@ -33,7 +35,8 @@ class GPG(Algorithm):
 
     def compute_advantages(self, batch: RolloutBatch) -> Tensor:
         scores = batch.outcome_token_rewards().sum(-1).double()  # [B]
-        alpha = scores.numel() / max(int((scores != 0).sum()), 1)
+        counts = all_reduce_sum(torch.tensor([scores.numel(), int((scores != 0).sum())], dtype=torch.float64))
+        alpha = float(counts[0]) / max(float(counts[1]), 1.0)  # over the global batch (all ranks)
         per_sequence = alpha * (scores - group_mean(scores, batch.group_ids)) / self.f_norm
         return broadcast_over_response(per_sequence.float(), batch.response_mask)
 

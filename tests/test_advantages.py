@@ -300,3 +300,14 @@ def test_gpg_advantages_and_loss_numbers():
     log_probs = torch.tensor([[-1.0, -2.0]], requires_grad=True)
     loss, _ = gpg.policy_loss(log_probs, log_probs.detach() - 5.0, torch.tensor([[1.0, -3.0]]), torch.ones(1, 2))
     assert float(loss.detach()) == pytest.approx((1.0 * 1 + (-2.0) * 3) / 2)  # −A·log π, no ratio
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_batch_whiten_equals_the_metrics_masked_whiten_in_one_process(b, t, seed):
+    from covgym.metrics import masked_whiten
+
+    generator = torch.Generator().manual_seed(seed)
+    values = 3 * torch.randn(b, t, generator=generator, dtype=torch.float64)
+    mask = make_mask(generator, b, t)
+    torch.testing.assert_close(F.batch_whiten(values, mask) * mask, masked_whiten(values, mask) * mask)
