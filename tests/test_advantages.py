@@ -98,7 +98,8 @@ def make_mask(generator: torch.Generator, b: int, t: int, p: float = 0.6) -> tor
 def make_batch(scores: list[float], groups: list[int], mask: torch.Tensor, values: torch.Tensor | None = None
                ) -> RolloutBatch:
     b, t = mask.shape
-    return RolloutBatch(input_ids=torch.zeros(b, t, dtype=torch.long), attention_mask=torch.ones(b, t, dtype=torch.long),
+    return RolloutBatch(input_ids=torch.zeros(b, t, dtype=torch.long),
+                        attention_mask=torch.ones(b, t, dtype=torch.long),
                         response_mask=mask, old_log_probs=torch.zeros(b, t, dtype=mask.dtype),
                         rewards=torch.tensor(scores, dtype=mask.dtype), group_ids=torch.tensor(groups),
                         entropies=torch.zeros(b, t, dtype=mask.dtype), values=values)

@@ -39,7 +39,8 @@ def case_batch(seed: int, b: int, t: int, split: int) -> RolloutBatch:
     inputs = case_inputs(seed, b, t)
     rows = torch.arange(b)
     groups = torch.where(rows < split, rows // 2, 100 + (rows - split) // 2)
-    return RolloutBatch(input_ids=torch.zeros(b, t, dtype=torch.long), attention_mask=torch.ones(b, t, dtype=torch.long),
+    return RolloutBatch(input_ids=torch.zeros(b, t, dtype=torch.long),
+                        attention_mask=torch.ones(b, t, dtype=torch.long),
                         response_mask=inputs["response_mask"], old_log_probs=inputs["old_log_probs"],
                         rewards=torch.randint(0, 3, (b,), generator=g).double(), group_ids=groups,
                         entropies=torch.zeros(b, t, dtype=torch.float64),
@@ -54,7 +55,8 @@ def advantages_for(batch: RolloutBatch) -> dict[str, torch.Tensor]:
 
 def results_for(inputs: dict[str, torch.Tensor], global_tokens: float) -> dict[str, torch.Tensor]:
     out = {"covariance": F.covariance_terms(inputs["log_probs"], inputs["advantages"], inputs["response_mask"])}
-    for name, params in (("clip_cov", {"clip_cov_ratio": 0.15, "clip_cov_lb": -0.5}), ("kl_cov", {"kl_cov_ratio": 0.2})):
+    for name, params in (("clip_cov", {"clip_cov_ratio": 0.15, "clip_cov_lb": -0.5}),
+                         ("kl_cov", {"kl_cov_ratio": 0.2})):
         algorithm = algorithms.get(name)(**params)
         algorithm.set_generator(torch.Generator().manual_seed(7))  # the same state on every rank
         out[f"{name}_selected"] = algorithm.token_loss(**inputs)[1]["selected"]
