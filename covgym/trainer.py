@@ -322,13 +322,15 @@ class Trainer:
         self.consecutive_skips = 0
         metrics["grad_norm"] = float(grad_norm)
         if self.critic is not None and returns is not None:
-            metrics.update(self._critic_step(mini, returns))
+            metrics.update(self._critic_step(mini, returns, tokens, sequences))
         return metrics
 
-    def _critic_step(self, mini: RolloutBatch, returns: torch.Tensor) -> dict[str, float]:
+    def _critic_step(self, mini: RolloutBatch, returns: torch.Tensor, tokens: float, sequences: float
+                     ) -> dict[str, float]:
         mask = mini.response_mask.to(self.device)
         values = self.critic.values(mini.input_ids.to(self.device), mini.attention_mask.to(self.device))
-        loss, metrics = self.algorithm.value_loss(values, mini.values.to(self.device), returns.to(self.device), mask)
+        loss, metrics = self.algorithm.value_loss(values, mini.values.to(self.device), returns.to(self.device), mask,
+                                                  global_token_count=tokens, global_seq_count=sequences)
         self.critic_optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return {"critic_skipped": 1.0}
