@@ -381,7 +381,9 @@ class Trainer:
                     record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
                 if step == self.config.steps:
                     record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
-                self.scheduler.step()
+                with warnings.catch_warnings():  # a skipped update means the optimizer did not step this time
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.scheduler.step()
                 self._log(record)
                 history.append(record)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")

@@ -1,0 +1,45 @@
+"""Installs: the wheel carries covgym.algorithms/covgym.envs (and data), and imports work from anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORTS = ("import covgym, covgym.algorithms as a, covgym.envs as e, gymnasium as g; "
+           "assert 'grpo' in a.names(); g.make('covgym/Arithmetic-v0'); print(covgym.__file__)")
+
+
+def test_imports_work_from_outside_the_repository(tmp_path):
+    result = subprocess.run([sys.executable, "-c", IMPORTS], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_bare_top_level_algorithms_or_envs_package_is_installed(tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import algorithms"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+
+
+@pytest.mark.slow
+def test_regular_wheel_install_carries_the_mapped_packages(tmp_path):
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheel_dir), str(ROOT)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(wheel_dir.glob("covgym-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for expected in ("covgym/algorithms/grpo.py", "covgym/algorithms/kl_cov.py", "covgym/envs/arithmetic.py",
+                     "covgym/envs/data/gsm8k_sample.jsonl", "covgym/trainer.py"):
+        assert expected in names, expected
+    assert not any(name.startswith(("algorithms/", "envs/")) for name in names)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", IMPORTS], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stdout  # the installed copy, not the source tree
