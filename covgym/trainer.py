@@ -220,7 +220,7 @@ class Trainer:
         set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ one step
-    def rollout(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def rollout(self, step: int) -> tuple[RolloutBatch, dict[str, Any]]:
         r = self.config.rollout
         env_rng = np.random.default_rng(derive_seed(self.config.seed, step, "envs"))
         problem_seeds = env_rng.integers(0, 2**31 - 1, size=r.prompts_per_step).tolist()
@@ -241,7 +241,8 @@ class Trainer:
                 values = self.critic.values(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
                 batch = batch.replace(values=values.float().cpu() * batch.response_mask)
         timings = {"time_generate_s": stats.time_generate_s, "time_env_s": stats.time_env_s,
-                   "time_score_s": stats.time_score_s + time.perf_counter() - started, "turns": float(stats.turns)}
+                   "time_score_s": stats.time_score_s + time.perf_counter() - started, "turns": float(stats.turns),
+                   "env_seeds": problem_seeds}  # each group's env seed: enough to replay the step's problems
         return batch, timings
 
     def _filter_groups(self, batch: RolloutBatch) -> RolloutBatch:
@@ -377,9 +378,7 @@ class Trainer:
                        disable=not (self.config.progress and self.is_main))
             for step in bar:
                 record = self.train_step(step)
-                if self.config.eval_every and step % self.config.eval_every == 0 and step != self.config.steps:
-                    record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
-                if step == self.config.steps:
+                if (self.config.eval_every and step % self.config.eval_every == 0) or step == self.config.steps:
                     record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
                 with warnings.catch_warnings():  # a skipped update means the optimizer did not step this time
                     warnings.simplefilter("ignore", UserWarning)
@@ -413,6 +412,8 @@ class Trainer:
         elapsed = time.perf_counter() - started
         tokens = parallel.sum_scalar(float(batch.attention_mask.sum()))
         rollout_metrics = parallel.mean_metrics(rollout_metrics)
+        timings = {**parallel.mean_metrics({k: v for k, v in timings.items() if k != "env_seeds"}),
+                   "env_seeds": timings["env_seeds"]}
         update_metrics = parallel.mean_metrics(update_metrics)
         return {"step": step, **rollout_metrics, **update_metrics, **timings, "time_update_s": time_update,
                 "time_step_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
