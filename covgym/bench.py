@@ -1,0 +1,418 @@
+"""``covgym bench``: methods × seeds × environments on one model, then one table comparing the methods.
+
+Each run is an ordinary run directory, ``<out>/<env>/<method>/seed<k>``, so ``covgym plot`` and ``covgym train
+--resume`` work on it. The sweep can be stopped at any time: a finished run (its last step logged and its final
+model written) is not redone, an interrupted one resumes from its last checkpoint (or restarts when it has none).
+The aggregate (``summary.json``, ``summary.md``, ``plots/<env>/``) is rebuilt from the run directories at the end,
+or alone with ``--aggregate-only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from covgym.bench_summary import SummaryOptions, aggregate, markdown_table, mean_curves, read_records, summarize_run
+from covgym.config import ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig, load_file
+
+RUN_RECORD = "bench_run.json"  # per run: status, accumulated wall time, held-out accuracy before training
+CALCULATOR_KWARGS = {"digits": 1, "num_terms": 2, "operations": "+", "max_turns": 2}
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """One environment of the suite and the run length and response budget it gets."""
+
+    env: str
+    steps: int
+    max_new_tokens: int = 8
+    env_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.env.split("/")[-1]
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """The sweep. Hyperparameters default to the demo's, sized for the tiny model on a CPU."""
+
+    methods: tuple[str, ...] = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "ppo")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    envs: tuple[BenchEnv, ...] = (BenchEnv("covgym/Arithmetic-v0", steps=200, max_new_tokens=8),
+                                  BenchEnv("covgym/Calculator-v0", steps=100, max_new_tokens=16,
+                                           env_kwargs=CALCULATOR_KWARGS))
+    method_params: dict = field(default_factory=dict)  # method -> {hyperparameter: value}
+    model: str = "tiny"
+    device: str = "auto"
+    lr: float = 1e-4
+    prompts_per_step: int = 16
+    group_size: int = 8
+    mini_batches: int = 4
+    eval_problems: int = 64
+    eval_samples: int = 4
+    save_every: int = 25
+    entropy_threshold: float = 0.5
+    relative_threshold: bool = True
+    final_window: int = 10
+
+    def run_config(self, env: BenchEnv, method: str, seed: int, run_dir: Path) -> TrainConfig:
+        """The full training config of one run of the sweep."""
+        return TrainConfig(
+            algo=method, algo_params=dict(self.method_params.get(method, {})), steps=env.steps, seed=seed,
+            run_dir=str(run_dir), save_every=self.save_every, eval_problems=self.eval_problems,
+            eval_samples=self.eval_samples, tensorboard=False, progress=False,
+            model=ModelConfig(model=self.model, device=self.device),
+            env=EnvConfig(env.env, dict(env.env_kwargs)),
+            rollout=RolloutConfig(prompts_per_step=self.prompts_per_step, group_size=self.group_size,
+                                  max_new_tokens=env.max_new_tokens),
+            optim=OptimConfig(lr=self.lr, mini_batches=self.mini_batches))
+
+    def summary_options(self) -> SummaryOptions:
+        return SummaryOptions(self.entropy_threshold, self.relative_threshold, self.final_window)
+
+
+def quick_spec() -> BenchSpec:
+    """Two methods, two seeds, a few small steps on both environments: minutes, for smoke tests and CI."""
+    return BenchSpec(methods=("grpo", "clip_cov"), seeds=(0, 1),
+                     envs=(BenchEnv("covgym/Arithmetic-v0", steps=6, max_new_tokens=8),
+                           BenchEnv("covgym/Calculator-v0", steps=4, max_new_tokens=16, env_kwargs=CALCULATOR_KWARGS)),
+                     prompts_per_step=4, group_size=4, mini_batches=2, eval_problems=16, eval_samples=4,
+                     save_every=2, final_window=3)
+
+
+def spec_from_dict(data: dict[str, Any], base: BenchSpec | None = None) -> BenchSpec:
+    """A spec from a (partial) mapping such as a YAML file; unknown keys are rejected by name."""
+    base = base or BenchSpec()
+    names = {f.name for f in dataclasses.fields(BenchSpec)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown bench config key(s): {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(names))}")
+    changes = dict(data)
+    for key in ("methods", "seeds"):
+        if key in changes:
+            if not isinstance(changes[key], (list, tuple)) or not changes[key]:
+                raise ConfigError(f"{key}: must be a non-empty list")
+            changes[key] = tuple(changes[key])
+    if "envs" in changes:
+        envs = []
+        for entry in changes["envs"] if isinstance(changes["envs"], (list, tuple)) else [None]:
+            if not isinstance(entry, dict) or "env" not in entry or "steps" not in entry:
+                raise ConfigError("envs: each entry must be a mapping with at least 'env' and 'steps'")
+            try:
+                envs.append(BenchEnv(**entry))
+            except TypeError as error:
+                raise ConfigError(f"envs: {error}") from None
+        changes["envs"] = tuple(envs)
+    return dataclasses.replace(base, **changes)
+
+
+def validate_spec(spec: BenchSpec) -> None:
+    """Reject a bad sweep before any run starts (each run's config is checked by ``config.validate``)."""
+    from covgym.config import validate
+
+    if len(set(spec.methods)) != len(spec.methods) or len(set(spec.seeds)) != len(spec.seeds):
+        raise ConfigError("methods/seeds: must not repeat")
+    unknown = set(spec.method_params) - set(spec.methods)
+    if unknown:
+        raise ConfigError(f"method_params: {', '.join(sorted(unknown))} not among the methods")
+    if len({env.name for env in spec.envs}) != len(spec.envs):
+        raise ConfigError("envs: each environment may appear once")
+    spec.summary_options()  # checks threshold and window
+    for env in spec.envs:
+        for method in spec.methods:
+            validate(spec.run_config(env, method, spec.seeds[0], Path("unused")))
+
+
+# ------------------------------------------------------------------------------------------------- one run
+def run_dir_for(out: Path, env: BenchEnv, method: str, seed: int) -> Path:
+    return out / env.name / method / f"seed{seed}"
+
+
+def _read_run_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / RUN_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
+    from covgym.checkpoint import atomic_write
+
+    payload = json.dumps(record, indent=2, sort_keys=True).encode()
+    atomic_write(run_dir / RUN_RECORD, lambda handle: handle.write(payload))
+
+
+def is_complete(run_dir: Path, steps: int) -> bool:
+    """The run logged its last step and wrote its final model (the trainer's last act)."""
+    records = read_records(run_dir)
+    return bool(records) and records[-1]["step"] >= steps and (run_dir / "final_model").is_dir()
+
+
+def _check_same_config(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume or reuse a directory that holds a run of a different configuration."""
+    from covgym.trainer import resolve_config
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return  # a crash while writing it; the run restarts from its checkpoint and rewrites it
+    wanted = resolve_config(config).to_dict()
+    ignored = {"steps", "progress", "run_dir"}
+
+    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict) and key not in ("algo_params", "env_kwargs"):
+                items.update(flat(value, f"{prefix}{key}."))
+            elif key not in ignored:
+                items[prefix + key] = value
+        return items
+
+    have, want = flat(stored), flat(wanted)
+    differing = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if differing:
+        raise ConfigError(f"{run_dir} holds a run with a different config ({', '.join(differing)}); use another "
+                          f"--out or delete that directory")
+
+
+def run_one(config: TrainConfig, on_step: Any = None) -> str:
+    """Train one run of the sweep unless it is complete; returns ``"done"``, ``"ran"``, ``"resumed"`` or
+    ``"failed"``. Wall time accumulates over attempts in ``bench_run.json``."""
+    from covgym.checkpoint import list_checkpoints
+    from covgym.trainer import Trainer, TrainingError
+
+    run_dir = Path(config.run_dir)
+    if is_complete(run_dir, config.steps):
+        return "done"
+    _check_same_config(run_dir, config)
+    resume = bool(list_checkpoints(run_dir))
+    record = _read_run_record(run_dir) if resume else {}
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # started but never checkpointed: nothing worth keeping
+
+    class SweepTrainer(Trainer):
+        def train_step(self, step: int) -> dict[str, Any]:
+            result = super().train_step(step)
+            if on_step is not None:
+                on_step(result)
+            return result
+
+    started = time.perf_counter()
+    status = "resumed" if resume else "ran"
+    try:
+        result = SweepTrainer(config, resume=resume).train()
+        if result.eval_before:
+            record["eval_before"] = result.eval_before
+        record.update(status="complete", error=None)
+    except TrainingError as error:
+        record.update(status="failed", error=str(error))
+        status = "failed"
+    record["wall_time_s"] = record.get("wall_time_s", 0.0) + time.perf_counter() - started
+    record["attempts"] = record.get("attempts", 0) + 1
+    _write_run_record(run_dir, record)
+    return status
+
+
+# ------------------------------------------------------------------------------------------------- the sweep
+@dataclass
+class BenchResult:
+    out: Path
+    runs: list[dict[str, Any]]
+    table: dict[str, dict[str, dict[str, Any]]]
+    markdown: str
+    plots: list[Path]
+    statuses: dict[str, str]
+
+
+def _steps_done(run_dir: Path) -> int:
+    records = read_records(run_dir)
+    return records[-1]["step"] if records else 0
+
+
+def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bool = True) -> BenchResult:
+    """Train every (env, method, seed) not yet complete under ``out``, then aggregate. Returns the aggregate."""
+    from tqdm.auto import tqdm
+
+    validate_spec(spec)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True))
+    cells = [(env, method, seed) for env in spec.envs for method in spec.methods for seed in spec.seeds]
+    done = [min(_steps_done(run_dir_for(out, *cell)), cell[0].steps) for cell in cells]
+    statuses: dict[str, str] = {}
+    with tqdm(total=sum(env.steps for env, _, _ in cells), initial=sum(done), desc="bench", unit="step",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for index, (env, method, seed) in enumerate(cells):
+            run_dir = run_dir_for(out, env, method, seed)
+            bar.set_description(f"bench [{index + 1}/{len(cells)}] {env.name} {method} seed{seed}")
+
+            def tick(record: dict[str, Any]) -> None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
+
+            statuses[str(run_dir.relative_to(out))] = run_one(spec.run_config(env, method, seed, run_dir), tick)
+            done[index] = min(_steps_done(run_dir), env.steps)  # a resume may redo steps past its checkpoint
+            bar.n = sum(done)
+            bar.refresh()
+    result = aggregate_sweep(spec, out, plots=plots)
+    result.statuses = statuses
+    return result
+
+
+def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
+    """Per-run summaries of every run directory of the sweep that has metrics."""
+    options = spec.summary_options()
+    runs = []
+    for env in spec.envs:
+        for method in spec.methods:
+            for seed in spec.seeds:
+                run_dir = run_dir_for(out, env, method, seed)
+                records = read_records(run_dir)
+                if not records:
+                    continue
+                record = _read_run_record(run_dir)
+                summary = summarize_run(records, options, record.get("wall_time_s"))
+                status = record.get("status") or ("complete" if is_complete(run_dir, env.steps) else "partial")
+                before = record.get("eval_before", {})
+                summary.update(env=env.env, method=method, seed=seed, run_dir=str(run_dir.relative_to(out)),
+                               status=status, accuracy_before=before.get("accuracy"), error=record.get("error"))
+                runs.append(summary)
+    return runs
+
+
+def write_mean_curve_runs(spec: BenchSpec, out: Path, env: BenchEnv) -> list[Path]:
+    """For each method, a run directory whose metrics are the mean over seeds per step (for overlay plots)."""
+    directories = []
+    for method in spec.methods:
+        seeds = [read_records(run_dir_for(out, env, method, seed)) for seed in spec.seeds]
+        seeds = [records for records in seeds if records]
+        if not seeds:
+            continue
+        directory = out / "plots" / env.name / "mean_over_seeds" / method
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps({"algo": method, "env": {"env": env.env},
+                                                           "seeds": len(seeds)}))
+        lines = [json.dumps(record, sort_keys=True) for record in mean_curves(seeds)]
+        (directory / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        directories.append(directory)
+    return directories
+
+
+def aggregate_sweep(spec: BenchSpec, out: str | Path, plots: bool = True) -> BenchResult:
+    """Summaries, ``summary.json``, ``summary.md`` and overlay plots from the run directories under ``out``."""
+    from covgym.plotting import plot_runs
+
+    out = Path(out)
+    runs = collect_runs(spec, out)
+    table = aggregate(runs)
+    options = spec.summary_options()
+    markdown = markdown_table(table, options) if table else "no runs with metrics yet\n"
+    written: list[Path] = []
+    if plots:
+        for env in spec.envs:
+            curves = write_mean_curve_runs(spec, out, env)
+            if curves:
+                written += plot_runs(curves, out / "plots" / env.name, labels=[c.name for c in curves])
+    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "spec": dataclasses.asdict(spec),
+               "runs": runs, "aggregate": table, "plots": [str(p.relative_to(out)) for p in written]}
+    (out / "summary.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
+    (out / "summary.md").write_text(markdown)
+    return BenchResult(out, runs, table, markdown, written, {})
+
+
+# ------------------------------------------------------------------------------------------------- command line
+def _comma_list(kind: type) -> Any:
+    def parse(text: str) -> tuple:
+        try:
+            items = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return items
+
+    return parse
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``covgym bench``: a config file and/or the sweep's main knobs (flags override the file)."""
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON bench spec (keys: the fields of BenchSpec)")
+    parser.add_argument("--quick", action="store_true", help="a small sweep in minutes: 2 methods, 2 seeds, "
+                                                            "a few small steps per env (default out: runs/bench-quick)")
+    parser.add_argument("--out", metavar="DIR", help="sweep directory (default: runs/bench); re-running resumes it")
+    parser.add_argument("--methods", type=_comma_list(str), metavar="A,B", help="algorithms, comma-separated")
+    parser.add_argument("--seeds", type=_comma_list(int), metavar="0,1,2", help="seeds, comma-separated")
+    parser.add_argument("--envs", type=_comma_list(str), metavar="ID,ID",
+                        help="keep only these environments of the spec (ids or names such as Arithmetic-v0)")
+    parser.add_argument("--steps", type=int, metavar="N", help="training steps for every environment")
+    parser.add_argument("--model", metavar="PATH_OR_ALIAS", help="model (default: the built-in tiny model)")
+    parser.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--entropy-threshold", type=float, metavar="X",
+                        help="entropy threshold for the 'step H < X' column (a fraction of the first-step entropy "
+                             "unless --absolute-threshold)")
+    parser.add_argument("--absolute-threshold", action="store_true", help="read --entropy-threshold in nats")
+    parser.add_argument("--aggregate-only", action="store_true", help="train nothing; rebuild the table and plots")
+    parser.add_argument("--no-plots", action="store_true", help="skip the overlay plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def spec_from_args(args: argparse.Namespace) -> BenchSpec:
+    """quick/default spec < --config file < flags."""
+    spec = quick_spec() if args.quick else BenchSpec()
+    if args.config:
+        spec = spec_from_dict(load_file(args.config), spec)
+    changes: dict[str, Any] = {}
+    for name in ("methods", "seeds", "model", "device", "entropy_threshold"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.absolute_threshold:
+        changes["relative_threshold"] = False
+    envs = spec.envs
+    if args.envs:
+        known = {e.env: e for e in envs} | {e.name: e for e in envs}
+        missing = [e for e in args.envs if e not in known]
+        if missing:
+            raise ConfigError(f"--envs: {', '.join(missing)} not in the spec (has: {', '.join(e.env for e in envs)})")
+        envs = tuple(known[e] for e in args.envs)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+        envs = tuple(dataclasses.replace(e, steps=args.steps) for e in envs)
+    return dataclasses.replace(spec, envs=envs, **changes)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """``covgym bench``: run (or resume) the sweep, then print the table and where the outputs are.
+
+    Bad input raises ``ValueError`` (``ConfigError``) with one readable line, for the CLI to report.
+    """
+    spec = spec_from_args(args)
+    out = Path(args.out or ("runs/bench-quick" if args.quick else "runs/bench"))
+    if args.aggregate_only:
+        validate_spec(spec)
+        result = aggregate_sweep(spec, out, plots=not args.no_plots)
+    else:
+        runs = len(spec.envs) * len(spec.methods) * len(spec.seeds)
+        print(f"covgym: bench: {runs} runs ({len(spec.envs)} envs × {len(spec.methods)} methods × "
+              f"{len(spec.seeds)} seeds) -> {out}", file=sys.stderr)
+        result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots)
+        reused = sum(status == "done" for status in result.statuses.values())
+        if reused:
+            print(f"covgym: bench: {reused} finished run(s) reused", file=sys.stderr)
+    print(result.markdown)
+    print(f"summary: {out / 'summary.md'}\njson: {out / 'summary.json'}")
+    if result.plots:
+        print(f"plots: {out / 'plots'}")
+    return 0
