@@ -1,0 +1,252 @@
+"""``covgym bench``: aggregation against hand-computed numbers, spec parsing, resume, and the quick sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from covgym import bench
+from covgym.bench import BenchEnv, BenchSpec, run_dir_for
+from covgym.bench_summary import SummaryOptions, aggregate, mean_curves, spread, summarize_run
+from covgym.config import ConfigError
+
+
+def _records(entropy: list[float], reward: list[float], eval_at_end: tuple[float, float] | None = None,
+             step_time: float = 0.5) -> list[dict]:
+    records = [{"step": i + 1, "entropy_mean": h, "reward_mean": r, "time_step_s": step_time}
+               for i, (h, r) in enumerate(zip(entropy, reward))]
+    if eval_at_end:
+        records[-1].update({"eval_accuracy": eval_at_end[0], "eval_pass@4": eval_at_end[1]})
+    return records
+
+
+def _hand_law(entropy: list[float], reward: list[float]) -> tuple[float, float]:
+    """Least squares of R = −a·exp(H) + b, solved as a linear system in (a, b)."""
+    design = np.stack([-np.exp(entropy), np.ones(len(entropy))], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(reward), rcond=None)
+    return float(a), float(b)
+
+
+ENTROPY = [1.0, 0.8, 0.4, 0.3]
+REWARD = [0.1, 0.2, 0.5, 0.6]
+
+
+def test_summarize_run_matches_hand_computation():
+    summary = summarize_run(_records(ENTROPY, REWARD, (0.5, 0.75)), SummaryOptions(0.5, True, final_window=2))
+    assert summary["final_reward"] == pytest.approx((0.5 + 0.6) / 2)
+    assert summary["final_entropy"] == pytest.approx((0.4 + 0.3) / 2)
+    assert summary["entropy_auc"] == pytest.approx((1.0 + 0.8) / 2 + (0.8 + 0.4) / 2 + (0.4 + 0.3) / 2)
+    assert summary["entropy_below_step"] == 3  # 0.4 < 0.5 × 1.0; 0.8 is not
+    assert summary["accuracy"] == 0.5 and summary["pass_at_k"] == 0.75 and summary["k"] == 4
+    a, b = _hand_law(ENTROPY, REWARD)
+    assert summary["law_a"] == pytest.approx(a, rel=1e-4) and summary["law_b"] == pytest.approx(b, rel=1e-4)
+    assert summary["wall_time_s"] == pytest.approx(4 * 0.5)  # no measured wall time: the steps' own times
+
+
+def test_threshold_absolute_and_never_reached():
+    records = _records(ENTROPY, REWARD)
+    assert summarize_run(records, SummaryOptions(0.35, relative_threshold=False))["entropy_below_step"] == 4
+    assert summarize_run(records, SummaryOptions(0.2, relative_threshold=False))["entropy_below_step"] is None
+    assert summarize_run(records, wall_time_s=12.5)["wall_time_s"] == 12.5
+
+
+def test_summary_skips_missing_and_non_finite_values():
+    records = _records(ENTROPY, REWARD)
+    records[1]["entropy_mean"] = None  # the trainer writes non-finite numbers as null
+    summary = summarize_run(records, SummaryOptions(final_window=10))
+    assert summary["final_entropy"] == pytest.approx(np.mean([1.0, 0.4, 0.3]))
+    assert summary["entropy_auc"] == pytest.approx((1.0 + 0.4) / 2 * 2 + (0.4 + 0.3) / 2)
+    assert summary["accuracy"] is None and summary["pass_at_k"] is None
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.one_of(st.none(), st.floats(-1e3, 1e3)), min_size=0, max_size=8))
+def test_spread_is_mean_and_sample_std_of_present_values(values):
+    present = [v for v in values if v is not None]
+    result = spread(values)
+    assert result["n"] == len(present)
+    if present:
+        assert result["mean"] == pytest.approx(statistics.fmean(present), abs=1e-9)
+    else:
+        assert result["mean"] is None
+    if len(present) >= 2:
+        assert result["std"] == pytest.approx(statistics.stdev(present), rel=1e-6, abs=1e-9)
+    else:
+        assert result["std"] is None
+
+
+def test_aggregate_groups_by_env_and_method_and_counts_failures():
+    runs = [{"env": "E", "method": "m", "seed": 0, "final_reward": 0.2, "k": 4},
+            {"env": "E", "method": "m", "seed": 1, "final_reward": 0.6, "k": 4},
+            {"env": "E", "method": "m", "seed": 2, "final_reward": 9.9, "status": "failed"},
+            {"env": "E", "method": "n", "seed": 0, "final_reward": 0.1}]
+    table = aggregate(runs)
+    row = table["E"]["m"]
+    assert row["final_reward"]["mean"] == pytest.approx(0.4)
+    assert row["final_reward"]["std"] == pytest.approx(math.sqrt(((0.2 - 0.4) ** 2 + (0.6 - 0.4) ** 2) / 1))
+    assert row["seeds"] == [0, 1] and row["failed"] == [2] and row["k"] == 4
+    assert list(table["E"]) == ["m", "n"]
+
+
+def test_mean_curves_average_each_step_over_seeds():
+    curves = mean_curves([_records([1.0, 0.5], [0.0, 1.0]), _records([0.6, 0.3, 0.1], [0.2, 0.4, 0.8])])
+    assert [c["step"] for c in curves] == [1, 2, 3]
+    assert curves[0]["entropy_mean"] == pytest.approx(0.8) and curves[1]["reward_mean"] == pytest.approx(0.7)
+    assert curves[2]["entropy_mean"] == pytest.approx(0.1)  # only the seed that has step 3
+
+
+def _write_run(directory: Path, records: list[dict], wall_time: float | None = None) -> None:
+    directory.mkdir(parents=True)
+    (directory / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n{\"step\": 9, \"cut")
+    if wall_time is not None:
+        (directory / bench.RUN_RECORD).write_text(json.dumps({"wall_time_s": wall_time, "status": "complete",
+                                                              "eval_before": {"accuracy": 0.25}}))
+
+
+def test_aggregate_sweep_writes_table_json_and_plots_from_synthetic_runs(tmp_path):
+    env = BenchEnv("covgym/Arithmetic-v0", steps=4)
+    spec = BenchSpec(methods=("grpo", "kl_cov"), seeds=(0, 1), envs=(env,), final_window=2)
+    rewards = {("grpo", 0): REWARD, ("grpo", 1): [0.0, 0.1, 0.3, 0.4],
+               ("kl_cov", 0): [0.2, 0.2, 0.3, 0.3], ("kl_cov", 1): [0.1, 0.3, 0.3, 0.5]}
+    for (method, seed), reward in rewards.items():
+        _write_run(run_dir_for(tmp_path, env, method, seed), _records(ENTROPY, reward, (0.5 + seed / 10, 0.9)),
+                   wall_time=10.0 + seed)
+    result = bench.aggregate_sweep(spec, tmp_path, plots=True)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    row = data["aggregate"]["covgym/Arithmetic-v0"]["grpo"]
+    finals = [np.mean(REWARD[-2:]), np.mean([0.3, 0.4])]
+    assert row["final_reward"]["mean"] == pytest.approx(np.mean(finals))
+    assert row["final_reward"]["std"] == pytest.approx(np.std(finals, ddof=1))
+    assert row["accuracy"]["mean"] == pytest.approx(0.55) and row["accuracy_before"]["mean"] == 0.25
+    assert row["wall_time_s"]["mean"] == pytest.approx(10.5)
+    a_values = [_hand_law(ENTROPY, REWARD)[0], _hand_law(ENTROPY, [0.0, 0.1, 0.3, 0.4])[0]]
+    assert row["law_a"]["mean"] == pytest.approx(np.mean(a_values), rel=1e-4)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert markdown == result.markdown
+    assert f"| grpo | 2 | {np.mean(finals):.3f} ± {np.std(finals, ddof=1):.3f} |" in markdown
+    assert "| kl_cov | 2 |" in markdown and "### covgym/Arithmetic-v0" in markdown
+    assert (tmp_path / "plots" / "Arithmetic-v0" / "entropy_reward.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------------ spec and flags
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_bench_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_default_suite_covers_the_issue():
+    spec = BenchSpec()
+    assert set(spec.methods) == {"grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "ppo"}
+    assert len(spec.seeds) >= 3 and {e.env for e in spec.envs} == {"covgym/Arithmetic-v0", "covgym/Calculator-v0"}
+    bench.validate_spec(spec)
+
+
+def test_config_file_then_flags_override(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("methods: [grpo, ppo]\nseeds: [3]\nlr: 0.001\nenvs:\n  - {env: covgym/Arithmetic-v0, steps: 7}\n"
+                    "method_params: {ppo: {lam: 0.9}}\n")
+    spec = bench.spec_from_args(_parse(["--config", str(path), "--seeds", "4,5", "--steps", "3"]))
+    assert spec.methods == ("grpo", "ppo") and spec.seeds == (4, 5) and spec.lr == 0.001
+    assert spec.envs == (BenchEnv("covgym/Arithmetic-v0", steps=3),)
+    config = spec.run_config(spec.envs[0], "ppo", 4, tmp_path / "r")
+    assert config.algo_params == {"lam": 0.9} and config.seed == 4 and config.steps == 3
+
+
+@pytest.mark.parametrize("text, field", [("colour: red\n", "colour"), ("methods: []\n", "methods"),
+                                         ("envs: [{env: covgym/Arithmetic-v0}]\n", "envs")])
+def test_bad_config_file_names_the_field(tmp_path, text, field):
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=field):
+        bench.spec_from_args(_parse(["--config", str(path)]))
+
+
+def test_bad_flags_name_the_problem():
+    with pytest.raises(ConfigError, match="algo"):
+        bench.validate_spec(bench.spec_from_args(_parse(["--methods", "grpo,nope"])))
+    with pytest.raises(ConfigError, match="--envs"):
+        bench.spec_from_args(_parse(["--envs", "covgym/Maze-v0"]))
+    assert [e.name for e in bench.spec_from_args(_parse(["--quick", "--envs", "Calculator-v0"])).envs] == [
+        "Calculator-v0"]
+
+
+# ------------------------------------------------------------------------------------------------ real sweeps
+@pytest.mark.slow
+def test_quick_sweep_writes_table_json_plots_and_reuses_finished_runs(tmp_path, tiny_model_path, monkeypatch,
+                                                                      capsys):
+    out = tmp_path / "sweep"
+    assert bench.run_bench_command(_parse(["--quick", "--out", str(out), "--no-progress"])) == 0
+    spec = bench.quick_spec()
+    data = json.loads((out / "summary.json").read_text())
+    assert len(data["runs"]) == len(spec.envs) * len(spec.methods) * len(spec.seeds)
+    assert all(run["status"] == "complete" and run["accuracy"] is not None for run in data["runs"])
+    markdown = (out / "summary.md").read_text()
+    for env in spec.envs:
+        assert f"### {env.env}" in markdown
+        assert (out / "plots" / env.name / "entropy_reward.png").is_file()
+        for method in spec.methods:
+            run_dir = run_dir_for(out, env, method, spec.seeds[0])
+            assert (run_dir / "config.json").is_file() and (run_dir / "final_model").is_dir()
+            assert f"| {method} | {len(spec.seeds)} |" in markdown
+    assert "summary:" in capsys.readouterr().out
+
+    # A second invocation trains nothing: every run is complete.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.jsonl") if "plots" not in p.parts}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("covgym.trainer.Trainer.__init__", no_training)
+    result = bench.run_sweep(spec, out, progress=False, plots=False)
+    assert set(result.statuses.values()) == {"done"}
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_checkpoint_and_unstarted_run_restarts(tmp_path, tiny_model_path):
+    env = BenchEnv("covgym/Arithmetic-v0", steps=4, max_new_tokens=8)
+    spec = BenchSpec(methods=("grpo",), seeds=(0, 1), envs=(env,), prompts_per_step=2, group_size=4,
+                     mini_batches=2, eval_problems=4, eval_samples=2, save_every=2)
+    out = tmp_path / "sweep"
+    bench.run_sweep(spec, out, progress=False, plots=False)
+    interrupted, unstarted = run_dir_for(out, env, "grpo", 0), run_dir_for(out, env, "grpo", 1)
+    finished = (interrupted / "metrics.jsonl").read_text().splitlines()
+    # A kill after step 3: checkpoint of step 2 on disk, steps 1-3 logged, no final model.
+    (interrupted / "metrics.jsonl").write_text("\n".join(finished[:3]) + "\n")
+    for path in (interrupted / "checkpoints").glob("step-00000004.pt"):
+        path.unlink()
+    import shutil
+
+    shutil.rmtree(interrupted / "final_model")
+    # A kill before the first checkpoint: only partial metrics.
+    shutil.rmtree(unstarted)
+    unstarted.mkdir(parents=True)
+    (unstarted / "metrics.jsonl").write_text(finished[0] + "\n")
+    result = bench.run_sweep(spec, out, progress=False, plots=False)
+    assert result.statuses == {"Arithmetic-v0/grpo/seed0": "resumed", "Arithmetic-v0/grpo/seed1": "ran"}
+    for run_dir in (interrupted, unstarted):
+        steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2, 3, 4]
+    resumed = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward_mean"] for r in resumed] == [json.loads(line)["reward_mean"] for line in finished]
+    assert json.loads((interrupted / bench.RUN_RECORD).read_text())["attempts"] == 2
+
+
+def test_directory_of_a_different_run_is_refused(tmp_path):
+    env = BenchEnv("covgym/Arithmetic-v0", steps=4)
+    spec = BenchSpec(methods=("grpo",), seeds=(0,), envs=(env,))
+    run_dir = run_dir_for(tmp_path, env, "grpo", 0)
+    run_dir.mkdir(parents=True)
+    other = spec.run_config(env, "grpo", 0, run_dir).to_dict()
+    other["optim"]["lr"] = 0.5
+    (run_dir / "config.json").write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="optim.lr"):
+        bench.run_one(spec.run_config(env, "grpo", 0, run_dir))
