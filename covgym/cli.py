@@ -1,4 +1,4 @@
-"""``covgym`` command line: train, eval, demo, envs, algos, plot.
+"""``covgym`` command line: train, eval, demo, envs, algos, plot, bench.
 
 The CLI alone parses arguments and prints for people. Flags are generated from the config dataclasses and from
 every registered algorithm's hyperparameters, so each default and help text lives in one place.
@@ -289,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     algos = commands.add_parser("algos", help="list the registered algorithms")
     algos.add_argument("--verbose", "-v", action="store_true", help="also list each one's hyperparameters")
     algos.set_defaults(func=cmd_algos)
+
+    bench = commands.add_parser("bench", help="benchmark methods x seeds x environments side by side",
+                                description="Sweep methods, seeds and environments; aggregate into a table, "
+                                            "JSON and overlay plots. Finished runs are not redone.")
+    from covgym.bench import add_bench_arguments, run_bench_command
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=run_bench_command)
 
     plot = commands.add_parser("plot", help="figures of one or more runs, overlaid by method")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")

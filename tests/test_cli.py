@@ -27,7 +27,7 @@ def test_envs_and_algos_list_what_is_registered(capsys):
     assert "--clip-ratio" in out
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "demo", "envs", "algos", "plot"])
+@pytest.mark.parametrize("command", ["train", "eval", "demo", "envs", "algos", "plot", "bench"])
 def test_help_on_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
