@@ -31,7 +31,7 @@ from typing import Any
 
 PROMPTS, GROUP, NEW_TOKENS, MINI_BATCHES, LR, SEED = 16, 8, 8, 4, 1e-4, 0
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "trl")
+VARIANTS = ("covgym", "covgym+dynamics", "trl", "covgym-profile")
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
@@ -211,6 +211,24 @@ def run_trl(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
             "trl_version": __import__("trl").__version__}
 
 
+def profile_covgym(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
+    """cProfile of covgym's training loop: the share of time inside torch's compiled kernels (matmuls, autograd,
+    attention) against Python-level work. Timings under the profiler are slower, so this variant has no table row."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_covgym(model_dir, steps, warmup, dynamics=False)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive calls, tottime, cumtime, callers)
+    total = sum(entry[2] for entry in stats.values())
+    kernels = {name: entry[2] for (file, _, name), entry in stats.items() if file == "~" and "torch" in name}
+    top = sorted(kernels.items(), key=lambda item: -item[1])[:6]
+    return {"profiled_s": total, "torch_kernel_share": sum(kernels.values()) / total,
+            "top_kernels": [{"name": name, "share": seconds / total} for name, seconds in top]}
+
+
 def worker(variant: str, steps: int, warmup: int, out: Path) -> None:
     import torch
 
@@ -220,6 +238,8 @@ def worker(variant: str, steps: int, warmup: int, out: Path) -> None:
     with PeakRSS() as sampler:
         if variant == "trl":
             result = run_trl(model_dir, steps, warmup)
+        elif variant == "covgym-profile":
+            result = profile_covgym(model_dir, steps, warmup)
         else:
             result = run_covgym(model_dir, steps, warmup, dynamics=variant == "covgym+dynamics")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
