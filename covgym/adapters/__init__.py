@@ -1,0 +1,9 @@
+"""Adapters that take covgym's environments and losses into other RL engines.
+
+- ``covgym.adapters.trl``: a single-turn env as a prompt dataset and a reward function for TRL's ``GRPOTrainer``
+  (optional extra: ``pip install 'covgym[trl]'``).
+- ``covgym.adapters.verl``: covgym's policy losses registered into verl's policy-loss registry, and a
+  ``compute_score`` that makes covgym's graders a verl custom reward function (verl installed separately).
+
+Neither engine is imported until its adapter is used, so ``import covgym`` never needs them.
+"""
