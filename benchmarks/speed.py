@@ -4,14 +4,16 @@ The same work: the built-in tiny model loaded from its local directory, the same
 (covgym's own env seeds for that step), 8 responses each, at most 8 new tokens at temperature 1, old log-probs
 scored once, then 4 optimizer steps on mini-batches of 32 sequences (AdamW, lr 1e-4, grad-norm clip 1, no KL,
 token-mean loss). Each variant runs in its own fresh subprocess (clean peak memory, same thread count); the first
-``--warmup`` steps are dropped and the next ``--steps`` are timed from the wall clock between step ends.
+``--warmup`` steps are dropped and the next ``--steps`` are timed from the wall clock between step ends. The
+variants run interleaved ``--rounds`` times and the median round of each is reported (a shared machine's load
+changes hit every variant alike).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
 pass and advantages), update (the optimizer steps). Peak memory is the worker's kernel high-water mark
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss``; psutil (when installed) also samples RSS every 10 ms as a check.
 Update FLOP/s uses 6 · parameters · tokens (forward + backward) against this machine's float32 matmul FLOP/s.
 
-Usage: ``python benchmarks/speed.py [--steps 20] [--warmup 2] [--out benchmarks/results/speed.json]``
+Usage: ``python benchmarks/speed.py [--steps 20] [--warmup 2] [--rounds 3] [--out benchmarks/results/speed.json]``
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _phase_means(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- workers
-def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool) -> dict[str, Any]:
+def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None) -> dict[str, Any]:
     from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
@@ -112,7 +114,11 @@ def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool) -> dict[
 
     class TimedTrainer(Trainer):
         def train_step(self, step: int) -> dict[str, Any]:
+            if profiler is not None and step > warmup:
+                profiler.enable()
             record = super().train_step(step)
+            if profiler is not None:
+                profiler.disable()
             ends.append(time.perf_counter())
             records.append(record)
             return record
@@ -218,9 +224,7 @@ def profile_covgym(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
     import pstats
 
     profiler = cProfile.Profile()
-    profiler.enable()
-    run_covgym(model_dir, steps, warmup, dynamics=False)
-    profiler.disable()
+    run_covgym(model_dir, steps, warmup, dynamics=False, profiler=profiler)  # profiles the timed steps only
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive calls, tottime, cumtime, callers)
     total = sum(entry[2] for entry in stats.values())
     kernels = {name: entry[2] for (file, _, name), entry in stats.items() if file == "~" and "torch" in name}
@@ -270,14 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median round is kept")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results/speed.json")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.steps < 2 or args.warmup < 1:
-        parser.error("--steps must be >= 2 and --warmup >= 1")
+    if args.steps < 2 or args.warmup < 1 or args.rounds < 1:
+        parser.error("--steps must be >= 2, --warmup >= 1 and --rounds >= 1")
     if args.worker:
         worker(args.worker, args.steps, args.warmup, Path(args.worker_out))
         return 0
@@ -288,23 +293,35 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     info["matmul_flops"] = matmul_flops()
     results: dict[str, Any] = {}
-    for variant in args.variants.split(","):
-        if variant == "trl":
-            try:
-                import trl  # noqa: F401
-            except ImportError:
-                results["trl"] = {"skipped": "trl is not installed (pip install 'covgym[trl]')"}
+    variants = [v for v in args.variants.split(",") if v]
+    if "trl" in variants:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            results["trl"] = {"skipped": "trl is not installed (pip install 'covgym[trl]')"}
+            variants.remove("trl")
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for round_index in range(args.rounds):  # interleaved, so a load change on a shared machine hits every variant
+        for variant in variants:
+            if variant == "covgym-profile" and round_index > 0:
                 continue
-        with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-            command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
-                       "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            print(f"speed: running {variant} ...", file=sys.stderr)
-            completed = subprocess.run(command, capture_output=True, text=True)
-            if completed.returncode != 0:
-                results[variant] = {"failed": completed.stderr.strip().splitlines()[-1:]}
-                print(completed.stderr[-3000:], file=sys.stderr)
-                continue
-            results[variant] = json.loads(Path(handle.name).read_text())
+            with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+                command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
+                           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                print(f"speed: round {round_index + 1}/{args.rounds}: {variant} ...", file=sys.stderr)
+                completed = subprocess.run(command, capture_output=True, text=True)
+                if completed.returncode != 0:
+                    print(completed.stderr[-3000:], file=sys.stderr)
+                    rounds[variant].append({"failed": completed.stderr.strip().splitlines()[-1:]})
+                    continue
+                rounds[variant].append(json.loads(Path(handle.name).read_text()))
+    for variant, runs in rounds.items():
+        timed = sorted((r for r in runs if "step_s" in r), key=lambda r: r["step_s"])
+        if timed:  # the round with the median step time stands for the variant; all step times are kept
+            results[variant] = {**timed[(len(timed) - 1) // 2], "step_s_rounds": [r["step_s"] for r in runs
+                                                                                 if "step_s" in r]}
+        elif runs:
+            results[variant] = runs[0]
     for result in results.values():
         if "step_s" in result:
             result["tokens_per_s"] = result["tokens_per_step"] / result["step_s"]
@@ -316,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
                "setup": {"model": "tiny (built-in)", "env": ENV_ID, "prompts_per_step": PROMPTS, "group_size": GROUP,
                          "max_new_tokens": NEW_TOKENS, "optimizer_steps_per_step": MINI_BATCHES, "lr": LR,
-                         "timed_steps": args.steps, "warmup_steps": args.warmup,
+                         "timed_steps": args.steps, "warmup_steps": args.warmup, "rounds": args.rounds,
                          "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:])},
                "results": results}
     out = Path(args.out)
