@@ -7,6 +7,7 @@ without verl; the tests at the end use the real verl and are skipped where it is
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -257,6 +258,15 @@ def test_selection_stays_on_this_rank_inside_verl(monkeypatch):
     assert distributed.world_size is fake_world  # restored after the call
     with pytest.raises((RuntimeError, ValueError)):  # without the adapter's guard the loss would need a group
         direct("kl_cov", old, log_prob, advantages, mask, kl_cov_ratio=0.3)
+
+
+def test_importing_the_plugin_registers_the_losses(fake_verl, monkeypatch):
+    """What ``actor_rollout_ref.model.external_lib=covgym.adapters.verl_plugin`` does in each verl worker."""
+    monkeypatch.delitem(sys.modules, "covgym.adapters.verl_plugin", raising=False)
+    plugin = importlib.import_module("covgym.adapters.verl_plugin")
+    monkeypatch.delitem(sys.modules, "covgym.adapters.verl_plugin")  # the next import registers again
+    assert plugin.REGISTERED == sorted(f"covgym_{name}" for name in algorithms.names())
+    assert set(plugin.REGISTERED) <= set(fake_verl.POLICY_LOSS_REGISTRY)
 
 
 def test_missing_verl_names_the_fix(monkeypatch):

@@ -1,6 +1,7 @@
 """covgym inside verl: its policy losses in verl's policy-loss registry, its graders as a verl reward function.
 
-Losses (call once in every verl worker process, e.g. from a module imported by your entry point)::
+Losses (call once in every verl worker process; ``actor_rollout_ref.model.external_lib=covgym.adapters.verl_plugin``
+does it for you)::
 
     from covgym.adapters.verl import register_verl_policy_losses
     register_verl_policy_losses()          # -> ["covgym_clip_cov", "covgym_grpo", "covgym_kl_cov", ...]
