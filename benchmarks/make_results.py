@@ -3,6 +3,7 @@
 ``python benchmarks/make_results.py``                   re-render RESULTS.md from the stored JSON files
 ``python benchmarks/make_results.py --run speed,memory,quick``   measure first, then render
 ``python benchmarks/make_results.py --run full``        also the full default suite (about an hour)
+``python benchmarks/make_results.py --from-sweep full=DIR``   use a sweep that ``covgym bench --out DIR`` ran
 
 Measuring: ``speed`` runs ``benchmarks/speed.py``, ``memory`` runs ``benchmarks/memory.py``, ``quick`` and
 ``full`` run ``covgym bench [--quick]`` into ``runs/bench-quick`` / ``runs/bench`` and copy the sweep's
@@ -59,6 +60,23 @@ def run_sweep(kind: str) -> None:
                     time.perf_counter() - started, "load_average_at_start": load,
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": _torch_threads()}
     (RESULTS / name).write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def import_sweep(kind: str, directory: str) -> None:
+    """Re-aggregate a sweep run separately (e.g. ``covgym bench --out DIR``) and store it as this kind's result."""
+    import covgym.bench as bench
+
+    root = Path(directory)
+    spec = bench.spec_from_dict(json.loads((root / "bench_spec.json").read_text()))
+    bench.aggregate_sweep(spec, root)
+    data = json.loads((root / "summary.json").read_text())
+    walls = [r["wall_time_s"] for r in data["runs"] if r.get("wall_time_s") is not None]
+    data["meta"] = {"command": f"covgym bench{' --quick' if kind == 'quick' else ''} --out {directory}",
+                    "sweep_wall_s": sum(walls), "wall_is_sum_of_runs": True,
+                    "load_average_at_start": "not recorded (run outside make_results.py)",
+                    "omp_num_threads": "not recorded", "torch_threads": "not recorded"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / SWEEPS[kind][0]).write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _torch_threads() -> int:
@@ -248,7 +266,8 @@ def bench_section(data: dict[str, Any] | None, kind: str) -> str:
              f"Command: `{meta.get('command', '?')}` — {data['created']}; torch threads {meta.get('torch_threads')} "
              f"(OMP_NUM_THREADS={meta.get('omp_num_threads')}); load average at start "
              f"{meta.get('load_average_at_start', '?')}; sweep wall time "
-             f"{'?' if wall is None else f'{wall / 60:.1f} min'}.", "",
+             f"{'?' if wall is None else f'{wall / 60:.1f} min'}"
+             f"{' (sum of the runs’ wall times)' if meta.get('wall_is_sum_of_runs') else ''}.", "",
              f"Methods {', '.join(spec['methods'])}; seeds {', '.join(map(str, spec['seeds']))}; {envs}; model "
              f"{spec['model']}; {spec['prompts_per_step']} prompts × {spec['group_size']} responses, "
              f"{spec['mini_batches']} mini-batches, lr {spec['lr']:g}; held-out evaluation on "
@@ -275,9 +294,16 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="", help="measure first: comma-separated speed, memory, quick, full")
+    parser.add_argument("--from-sweep", action="append", default=[], metavar="KIND=DIR",
+                        help="take the quick/full sweep from a directory `covgym bench --out DIR` wrote")
     args = parser.parse_args(argv)
     if args.run:
         measure([p.strip() for p in args.run.split(",") if p.strip()])
+    for item in args.from_sweep:
+        kind, _, directory = item.partition("=")
+        if kind not in SWEEPS or not directory:
+            parser.error(f"--from-sweep: expected quick=DIR or full=DIR, got {item!r}")
+        import_sweep(kind, directory)
     (HERE / "RESULTS.md").write_text(render())
     print(HERE / "RESULTS.md")
     return 0

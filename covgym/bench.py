@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -209,8 +210,13 @@ def run_one(config: TrainConfig, on_step: Any = None) -> str:
                 on_step(result)
             return result
 
+    import torch
+
     started = time.perf_counter()
     status = "resumed" if resume else "ran"
+    record.setdefault("conditions", []).append({"torch_threads": torch.get_num_threads(),
+                                                "load_average": list(os.getloadavg()),
+                                                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     try:
         result = SweepTrainer(config, resume=resume).train()
         if result.eval_before:
@@ -366,6 +372,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregate-only", action="store_true", help="train nothing; rebuild the table and plots")
     parser.add_argument("--no-plots", action="store_true", help="skip the overlay plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's own); on a "
+                                                                 "machine shared with other jobs use 1")
 
 
 def spec_from_args(args: argparse.Namespace) -> BenchSpec:
@@ -399,6 +407,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
     Bad input raises ``ValueError`` (``ConfigError``) with one readable line, for the CLI to report.
     """
     spec = spec_from_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out or ("runs/bench-quick" if args.quick else "runs/bench"))
     if args.aggregate_only:
         validate_spec(spec)
