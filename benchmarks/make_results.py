@@ -71,10 +71,14 @@ def import_sweep(kind: str, directory: str) -> None:
     bench.aggregate_sweep(spec, root)
     data = json.loads((root / "summary.json").read_text())
     walls = [r["wall_time_s"] for r in data["runs"] if r.get("wall_time_s") is not None]
+    threads = sorted({r["torch_threads"] for r in data["runs"] if r.get("torch_threads") is not None})
+    loads = [r["load_average"][0] for r in data["runs"] if r.get("load_average")]
     data["meta"] = {"command": f"covgym bench{' --quick' if kind == 'quick' else ''} --out {directory}",
                     "sweep_wall_s": sum(walls), "wall_is_sum_of_runs": True,
-                    "load_average_at_start": "not recorded (run outside make_results.py)",
-                    "omp_num_threads": "not recorded", "torch_threads": "not recorded"}
+                    "load_average_at_start": (f"{min(loads):.1f}–{max(loads):.1f} (1-min, at each run's start)"
+                                              if loads else "not recorded"),
+                    "omp_num_threads": "not recorded",
+                    "torch_threads": "/".join(map(str, threads)) or "not recorded"}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / SWEEPS[kind][0]).write_text(json.dumps(data, indent=2, sort_keys=True))
 

@@ -292,8 +292,11 @@ def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
                 summary = summarize_run(records, options, record.get("wall_time_s"))
                 status = record.get("status") or ("complete" if is_complete(run_dir, env.steps) else "partial")
                 before = record.get("eval_before", {})
+                conditions = record.get("conditions") or [{}]
                 summary.update(env=env.env, method=method, seed=seed, run_dir=str(run_dir.relative_to(out)),
-                               status=status, accuracy_before=before.get("accuracy"), error=record.get("error"))
+                               status=status, accuracy_before=before.get("accuracy"), error=record.get("error"),
+                               torch_threads=conditions[-1].get("torch_threads"),
+                               load_average=conditions[-1].get("load_average"))
                 runs.append(summary)
     return runs
 
