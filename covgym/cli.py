@@ -170,9 +170,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     trainer = Trainer(config, resume=bool(args.resume))
-    print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
+    if trainer.is_main:
+        print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
     result = trainer.train()
-    _print_summary(result)
+    if trainer.is_main:  # under torchrun, one table, not one per rank
+        _print_summary(result)
     return 0
 
 

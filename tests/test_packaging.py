@@ -34,7 +34,7 @@ def test_regular_wheel_install_carries_the_mapped_packages(tmp_path):
     wheel = next(wheel_dir.glob("covgym-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for expected in ("covgym/algorithms/grpo.py", "covgym/algorithms/kl_cov.py", "covgym/envs/arithmetic.py",
-                     "covgym/envs/data/gsm8k_sample.jsonl", "covgym/trainer.py"):
+                     "covgym/envs/data/gsm8k_sample.jsonl", "covgym/trainer.py", "covgym/adapters/verl.py"):
         assert expected in names, expected
     assert not any(name.startswith(("algorithms/", "envs/")) for name in names)
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
