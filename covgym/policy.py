@@ -7,6 +7,7 @@ chunk over positions, so ``[tokens, vocab]`` float32 logits never exist for the 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,10 +42,12 @@ class Policy:
         temperature: the sampling temperature, also applied when scoring.
         use_chat_template: render prompts through the tokenizer's chat template (instruct models).
         chunk_size: positions per chunk when applying the output head.
+        autocast_bf16: run the transformer trunk (sampling and scoring) under bf16 autocast; the output head,
+            log-probs, entropies and losses stay float32.
     """
 
     def __init__(self, model, tokenizer, temperature: float = 1.0, use_chat_template: bool = False,
-                 chunk_size: int = DEFAULT_CHUNK_TOKENS) -> None:
+                 chunk_size: int = DEFAULT_CHUNK_TOKENS, autocast_bf16: bool = False) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.model = model
@@ -52,6 +55,7 @@ class Policy:
         self.temperature = float(temperature)
         self.use_chat_template = use_chat_template
         self.chunk_size = chunk_size
+        self.autocast_bf16 = autocast_bf16
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = int(tokenizer.pad_token_id)
@@ -61,7 +65,8 @@ class Policy:
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | torch.device = "cpu", dtype: str = "float32",
                         temperature: float = 1.0, use_chat_template: bool | None = None,
-                        gradient_checkpointing: bool = False, show_progress: bool = True) -> "Policy":
+                        gradient_checkpointing: bool = False, show_progress: bool = True,
+                        autocast_bf16: bool = False) -> "Policy":
         """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -84,11 +89,18 @@ class Policy:
             model.config.use_cache = False
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        return cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template)
+        return cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,
+                   autocast_bf16=autocast_bf16)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the trunk when enabled (mixed precision: parameters keep their dtype)."""
+        if not self.autocast_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------------ text <-> tokens
     def encode_prompt(self, text: str) -> list[int]:
@@ -132,8 +144,9 @@ class Policy:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
         was_training = self.model.training
         self.model.eval()
-        output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                     **kwargs)
+        with self._autocast():
+            output = self.model.generate(input_ids=input_ids.to(self.device),
+                                         attention_mask=attention.to(self.device), **kwargs)
         self.model.train(was_training)
         generated = output[:, width:].tolist()
         return [self._cut_response(ids, stop_strings) for ids in generated]
@@ -161,13 +174,16 @@ class Policy:
         """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head)."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         trunk = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
-        output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False)
+        with self._autocast():
+            output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def _head_logits(self, hidden: Tensor) -> Tensor:
-        """Temperature-scaled float32 logits for hidden states ``[..., H]`` -> ``[..., V]``."""
-        logits = self.model.get_output_embeddings()(hidden).float()
+        """Temperature-scaled float32 logits for hidden states ``[..., H]`` -> ``[..., V]`` (never autocast)."""
+        head = self.model.get_output_embeddings()
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            logits = head(hidden.to(head.weight.dtype)).float()
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
