@@ -93,13 +93,13 @@ def measure(parts: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for part in parts:
         print(f"make_results: {part} (load average {_load_text()})", file=sys.stderr)
-        if part in ("speed", "memory"):
+        if part in ("speed", "memory", "prefix_sharing"):
             subprocess.run([sys.executable, str(HERE / f"{part}.py"), "--out", str(RESULTS / f"{part}.json")],
                            check=True, cwd=ROOT)
         elif part in SWEEPS:
             run_sweep(part)
         else:
-            raise SystemExit(f"--run: unknown part {part!r} (speed, memory, quick, full)")
+            raise SystemExit(f"--run: unknown part {part!r} (speed, prefix_sharing, memory, quick, full)")
 
 
 # ----------------------------------------------------------------------------------------------------- rendering
@@ -152,6 +152,7 @@ def speed_section(data: dict[str, Any] | None) -> str:
              f"{setup['warmup_steps']} warm-up steps dropped, {setup['timed_steps']} timed; each variant in a fresh "
              f"process. `covgym+dynamics` is covgym's default, which also measures the predicted vs actual entropy "
              f"change of each step (two extra forward passes); `covgym` turns that off to match TRL's work.", "",
+             "The table shows each variant's median round.", "",
              "| variant | step (s) | generate | env | score | update | tokens/s | generated tokens/s | peak RSS (MiB) "
              "| update GFLOP/s | % of matmul | mean reward |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -177,7 +178,9 @@ def speed_section(data: dict[str, Any] | None) -> str:
         lines.append("**covgym/TRL ratio: not measured** (TRL missing or failed; see the table).")
     else:
         verdict = "met" if ratio >= SPEED_TARGET else "**missed**"
-        lines.append(f"**covgym/TRL throughput ratio: {ratio:.2f}×** (TRL step time / covgym step time, same run). "
+        paired = m.get("speedup_rounds", [ratio])
+        lines.append(f"**covgym/TRL throughput ratio: {ratio:.2f}×** (TRL step time / covgym step time; median over "
+                     f"{len(paired)} interleaved rounds of this run, range {min(paired):.2f}–{max(paired):.2f}×). "
                      f"Target ≥ {SPEED_TARGET}× (aim 2×): {verdict}.")
         if ratio < SPEED_TARGET:
             lines += ["", speed_profile_note(results)]
@@ -210,8 +213,29 @@ def speed_profile_note(results: dict[str, Any]) -> str:
             f"group and sharing its KV cache in generation, (2) taking the old log-probs from the sampler's own "
             f"logits (or scoring the response tokens on the shared prompt cache), and (3) applying the LM head "
             f"only at response positions in `Policy.score` would remove most of the generation prefill, most of "
-            f"the scoring pass, and the head work on prompt tokens. These are changes to `policy.py`/`rollout.py` "
-            f"(see the report of issue 6).")
+            f"the scoring pass, and the head work on prompt tokens; the next section measures (1) and (2). These "
+            f"are changes to `policy.py`/`rollout.py`.")
+
+
+def prefix_section(data: dict[str, Any] | None) -> str:
+    if data is None:
+        return ""
+    b, generate, score = data["batch"], data["generate_s"], data["score_s"]
+    rows = [("generation", *generate.items()), ("scoring (no grad)", *score.items())]
+    lines = ["## Opportunity: one prompt KV cache per group", "",
+             f"Command: `{data['command'].strip()}` — {data['created']}; torch threads {data['threads']}; load "
+             f"average at start {' / '.join(f'{x:.2f}' for x in data['load_average_at_start'])}. The speed "
+             f"benchmark's first batch ({b['prompts']} prompts × {b['group_size']}, prompt width "
+             f"{b['prompt_width']}, response width {b['response_width']}), each phase as covgym runs it now and with "
+             f"each distinct prompt prefilled once and its KV cache repeated for the group (a prototype in the "
+             f"script, not yet covgym's path).", "",
+             "| phase | covgym now (s) | shared prompt cache (s) | speed-up |", "|---|---|---|---|"]
+    for phase, (now_name, now), (_, shared) in rows:
+        lines.append(f"| {phase} ({now_name}) | {now:.3f} | {shared:.3f} | {now / shared:.1f}× |")
+    diff = data["max_abs_difference"]
+    lines += ["", f"Largest difference of the shared-cache scores from `Policy.score` over all response tokens: "
+                  f"log-prob {diff['log_prob']:.1e}, entropy {diff['entropy']:.1e}."]
+    return "\n".join(lines) + "\n"
 
 
 def memory_section(data: dict[str, Any] | None) -> str:
@@ -249,7 +273,7 @@ def memory_section(data: dict[str, Any] | None) -> str:
         ratio = largest["peak_rss_bytes"] / full[("score", largest["tokens"])]["peak_rss_bytes"]
         verdict = "met" if ratio <= MEMORY_TARGET else "**missed**"
         lines += ["", f"**Chunked / full peak at N = {largest['tokens']:,} (scoring, covgym's default chunk of "
-                      f"{data['default_chunk']} rows): {ratio:.2f}.** Target ≤ {MEMORY_TARGET}: {verdict}. The "
+                      f"{data['default_chunk']} rows): {ratio:.3f}.** Target ≤ {MEMORY_TARGET}: {verdict}. The "
                       f"chunked path's peak is bounded by chunk × vocabulary × 4 bytes (times the temporaries of "
                       f"one chunk) and does not grow with N; the full path grows linearly with N, so the ratio "
                       f"falls as N grows. A chunk sized by bytes rather than rows (e.g. 256 rows at this "
@@ -279,7 +303,10 @@ def bench_section(data: dict[str, Any] | None, kind: str) -> str:
     from covgym.bench_summary import SummaryOptions, markdown_table
 
     options = SummaryOptions(spec["entropy_threshold"], spec["relative_threshold"], spec["final_window"])
-    lines.append(markdown_table(data["aggregate"], options).replace("### ", "#### "))
+    table = data["aggregate"]  # JSON keys come back sorted: restore the spec's order of envs and methods
+    ordered = {e["env"]: {m: table[e["env"]][m] for m in spec["methods"] if m in table.get(e["env"], {})}
+               for e in spec["envs"] if e["env"] in table}
+    lines.append(markdown_table(ordered, options).replace("### ", "#### "))
     if data.get("plots"):
         lines.append(f"Overlay plots (mean over seeds per method): {meta.get('command', '').split('--out ')[-1]}"
                      f"/plots/<env>/.")
@@ -290,9 +317,10 @@ def render() -> str:
     header = ["# covgym benchmarks", "",
               "Generated by `python benchmarks/make_results.py` from the JSON files in `benchmarks/results/`; do not "
               "edit by hand. How to read and re-run each benchmark: `docs/benchmarks.md`.", ""]
-    parts = [machine_section(), speed_section(_load("speed.json")), memory_section(_load("memory.json")),
+    parts = [machine_section(), speed_section(_load("speed.json")), prefix_section(_load("prefix_sharing.json")),
+             memory_section(_load("memory.json")),
              bench_section(_load("bench_full.json"), "full"), bench_section(_load("bench_quick.json"), "quick")]
-    return "\n".join(header) + "\n".join(parts)
+    return "\n".join(header + [part for part in parts if part])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -328,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             result["update_flops"] = 6.0 * result["parameters"] * result["tokens_per_step"] / result["phases_s"][
                 "update"]
             result["update_flops_fraction_of_matmul"] = result["update_flops"] / info["matmul_flops"]
-    if "step_s" in results.get("covgym", {}) and "step_s" in results.get("trl", {}):
-        info["speedup_covgym_over_trl"] = results["trl"]["step_s"] / results["covgym"]["step_s"]
+    paired = [t["step_s"] / c["step_s"] for c, t in zip(rounds.get("covgym", []), rounds.get("trl", []))
+              if "step_s" in c and "step_s" in t]
+    if paired:  # TRL's step time over covgym's, round by round (the two ran back to back)
+        info["speedup_rounds"] = paired
+        info["speedup_covgym_over_trl"] = sorted(paired)[(len(paired) - 1) // 2] if len(paired) % 2 else (
+            sorted(paired)[len(paired) // 2 - 1] + sorted(paired)[len(paired) // 2]) / 2
     payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
                "setup": {"model": "tiny (built-in)", "env": ENV_ID, "prompts_per_step": PROMPTS, "group_size": GROUP,
                          "max_new_tokens": NEW_TOKENS, "optimizer_steps_per_step": MINI_BATCHES, "lr": LR,
