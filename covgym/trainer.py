@@ -118,12 +118,13 @@ class Trainer:
         self.policy = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                              temperature=self.config.rollout.temperature, use_chat_template=chat,
                                              gradient_checkpointing=m.gradient_checkpointing,
-                                             show_progress=self.config.progress)
+                                             show_progress=self.config.progress, autocast_bf16=m.autocast_bf16)
         self.reference: Policy | None = None
         if getattr(self.algorithm, "use_kl_loss", False):
             self.reference = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                                     temperature=self.config.rollout.temperature,
-                                                    use_chat_template=chat, show_progress=False)
+                                                    use_chat_template=chat, show_progress=False,
+                                                    autocast_bf16=m.autocast_bf16)
             self.reference.model.requires_grad_(False)
         self.critic = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
