@@ -51,7 +51,6 @@ def recipe_config(method: str, steps: int, lr: float, run_dir: Path, eval_proble
 def run(method: str, config: dict) -> dict:
     started = time.perf_counter()
     trainer = Trainer(from_dict(config))
-    trainer.policy.autocast_bf16 = trainer.policy.autocast_bf16 or config["model"]["autocast_bf16"]
     result = trainer.train()
     history = result.history
     return {
