@@ -64,11 +64,11 @@ def smollm2_trainer(tmp_path_factory):
 
     config = TrainConfig(
         algo="grpo", steps=1, run_dir=str(tmp_path_factory.mktemp("smollm2_run")), eval_problems=0,
-        entropy_dynamics=False, tensorboard=False, progress=False, model=ModelConfig(model="smollm2-135m-instruct"),
+        entropy_dynamics=False, tensorboard=False, progress=False,
+        model=ModelConfig(model="smollm2-135m-instruct", autocast_bf16=True),
         env=EnvConfig(env_kwargs={"instruction": INSTRUCTION, "format_reward": 0.1}),
         rollout=RolloutConfig(prompts_per_step=2, group_size=2, max_new_tokens=12))
     trainer = Trainer(config)
-    trainer.policy.autocast_bf16 = True
     return trainer
 
 
