@@ -35,6 +35,8 @@ class RolloutBatch:
         values: ``[B, T]`` float or None, critic values (PPO).
         token_rewards: ``[B, T]`` float or None, per-token rewards; when None the outcome reward is placed on
             each sequence's last response token.
+        prompt_lengths: ``[B]`` long or None, the prompt tokens at the start of each (right-padded) row; lets
+            scoring compute a prompt shared by several rows once.
         info: per-sequence python objects (env info dicts, texts); not tensors, never moved to a device.
     """
 
@@ -48,6 +50,7 @@ class RolloutBatch:
     ref_log_probs: Tensor | None = None
     values: Tensor | None = None
     token_rewards: Tensor | None = None
+    prompt_lengths: Tensor | None = None
     info: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -57,8 +60,8 @@ class RolloutBatch:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (b, t):
                 raise ValueError(f"RolloutBatch.{name} has shape {tuple(value.shape)}, expected {(b, t)}")
-        for name in ("rewards", "group_ids"):
-            if tuple(getattr(self, name).shape) != (b,):
+        for name in ("rewards", "group_ids", "prompt_lengths"):
+            if getattr(self, name) is not None and tuple(getattr(self, name).shape) != (b,):
                 raise ValueError(f"RolloutBatch.{name} has shape {tuple(getattr(self, name).shape)}, expected {(b,)}")
 
     @property

@@ -2,7 +2,8 @@
 
 Log-probs and entropies are those of the *sampling* distribution, ``softmax(logits / temperature)``, in rollout,
 scoring, losses and metrics alike. Scoring runs the transformer trunk once and applies the output head chunk by
-chunk over positions, so ``[tokens, vocab]`` float32 logits never exist for the whole batch at once.
+chunk, only at the positions asked for, so ``[tokens, vocab]`` float32 logits never exist for the whole batch at
+once. Rows that repeat a prompt (a GRPO group) share one pass over it and its KV cache (``prefix_sharing``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from covgym.metrics import DEFAULT_CHUNK_TOKENS, log_probs_and_entropy
+from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
+from covgym.prefix_sharing import (cache_keyword, group_prefixes, left_pad, output_cache, positions_from_mask, prefill,
+                                   shared_prefix_hidden)
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 logits per head chunk: 441 positions at vocabulary 151,936
 
 
 class ModelLoadError(ValueError):
@@ -41,21 +46,29 @@ class Policy:
         tokenizer: its tokenizer (needs a pad or eos token).
         temperature: the sampling temperature, also applied when scoring.
         use_chat_template: render prompts through the tokenizer's chat template (instruct models).
-        chunk_size: positions per chunk when applying the output head.
+        chunk_size: positions per chunk when applying the output head; by default as many as fit
+            ``chunk_bytes`` of float32 logits, so the peak does not grow with the vocabulary.
         autocast_bf16: run the transformer trunk (sampling and scoring) under bf16 autocast; the output head,
             log-probs, entropies and losses stay float32.
+        share_prompts: compute a prompt repeated in several rows once and share its KV cache (sampling, and
+            scoring when the caller passes ``prompt_lengths``).
     """
 
     def __init__(self, model, tokenizer, temperature: float = 1.0, use_chat_template: bool = False,
-                 chunk_size: int = DEFAULT_CHUNK_TOKENS, autocast_bf16: bool = False) -> None:
+                 chunk_size: int | None = None, autocast_bf16: bool = False, share_prompts: bool = True,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.temperature = float(temperature)
         self.use_chat_template = use_chat_template
-        self.chunk_size = chunk_size
+        vocab = int(model.get_output_embeddings().weight.shape[0])
+        self.chunk_size = chunk_size or max(1, chunk_bytes // (4 * vocab))
         self.autocast_bf16 = autocast_bf16
+        self.share_prompts = share_prompts
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = int(tokenizer.pad_token_id)
@@ -66,7 +79,7 @@ class Policy:
     def from_pretrained(cls, name_or_path: str, device: str | torch.device = "cpu", dtype: str = "float32",
                         temperature: float = 1.0, use_chat_template: bool | None = None,
                         gradient_checkpointing: bool = False, show_progress: bool = True,
-                        autocast_bf16: bool = False) -> "Policy":
+                        autocast_bf16: bool = False, share_prompts: bool = True) -> "Policy":
         """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,7 +103,7 @@ class Policy:
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         return cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,
-                   autocast_bf16=autocast_bf16)
+                   autocast_bf16=autocast_bf16, share_prompts=share_prompts)
 
     @property
     def device(self) -> torch.device:
@@ -124,19 +137,16 @@ class Policy:
                  seed: int | None = None) -> list[list[int]]:
         """Sample one response per prompt (token ids), cut after EOS (kept) or after a stop string (kept).
 
-        Prompts are left-padded into one batch and decoded with the KV cache by ``model.generate``.
+        Prompts are left-padded into one batch and decoded with the KV cache by ``model.generate``. With
+        ``share_prompts``, each distinct prompt (but its last token) is prefilled once and its cache gathered for
+        every row that repeats it; the draws are the same as without sharing (same seed, same logits).
         """
         if not prompts:
             return []
         if seed is not None:
             torch.manual_seed(seed)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            if prompt:
-                input_ids[row, width - len(prompt):] = torch.tensor(prompt)
-                attention[row, width - len(prompt):] = 1
+        groups = group_prefixes([p[:-1] for p in prompts])  # the last token is fed by generate itself
+        shared = self.share_prompts and groups.saves_work and min(len(p) for p in prompts) >= 2
         kwargs = dict(do_sample=True, temperature=self.temperature, top_p=params.top_p, top_k=0,
                       max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_token_id,
                       eos_token_id=self.eos_token_id, use_cache=True)
@@ -145,6 +155,16 @@ class Policy:
         was_training = self.model.training
         self.model.eval()
         with self._autocast():
+            if shared:
+                prefix_ids, prefix_mask, _, cache = prefill(self._trunk_with_cache, groups.prefixes, groups.index,
+                                                            self.pad_token_id, self.device)
+                last = torch.tensor([[p[-1]] for p in prompts], device=self.device)  # [B, 1]
+                input_ids = torch.cat([prefix_ids, last], dim=1)
+                attention = torch.cat([prefix_mask, torch.ones_like(last)], dim=1)
+                kwargs[cache_keyword(self.model)] = cache
+            else:
+                input_ids, attention = left_pad(prompts, self.pad_token_id)
+            width = input_ids.shape[1]
             output = self.model.generate(input_ids=input_ids.to(self.device),
                                          attention_mask=attention.to(self.device), **kwargs)
         self.model.train(was_training)
@@ -170,14 +190,42 @@ class Policy:
         return ids
 
     # ------------------------------------------------------------------ scoring
-    def _trunk(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head)."""
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        trunk = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+    def _trunk_with_cache(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: Any
+                          ) -> tuple[Tensor, Any]:
+        """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head) and its KV cache.
+
+        ``cache`` holds earlier positions (then ``attention_mask`` covers them too); None starts a new one.
+        """
+        trunk = self._decoder()
         with self._autocast():
             output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False)
+                           use_cache=True, **{cache_keyword(trunk): cache})
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        return hidden, output_cache(output)
+
+    def _activation_checkpointing(self) -> bool:
+        if hasattr(type(self.model), "is_activation_checkpointing"):  # transformers >= 5.x
+            return bool(self.model.is_activation_checkpointing)
+        return bool(getattr(self.model, "is_gradient_checkpointing", False))
+
+    def _decoder(self) -> torch.nn.Module:
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
+    def _trunk(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head, no cache)."""
+        with self._autocast():
+            output = self._decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=positions_from_mask(attention_mask), use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def _can_share(self, input_ids: Tensor, prompt_lengths: Tensor | None) -> bool:
+        """Sharing pays when some prompt repeats; HF gradient checkpointing drops caches, so not under it."""
+        if not self.share_prompts or prompt_lengths is None or int(prompt_lengths.min()) < 1:
+            return False
+        if torch.is_grad_enabled() and self._activation_checkpointing():
+            return False
+        prompts = [tuple(input_ids[row, :int(p)].tolist()) for row, p in enumerate(prompt_lengths.tolist())]
+        return len(set(prompts)) < len(prompts)
 
     def _head_logits(self, hidden: Tensor) -> Tensor:
         """Temperature-scaled float32 logits for hidden states ``[..., H]`` -> ``[..., V]`` (never autocast)."""
@@ -189,36 +237,55 @@ class Policy:
             logits = torch.tanh(logits / softcap) * softcap
         return logits / self.temperature
 
-    def score(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, input_ids: Tensor, attention_mask: Tensor, prompt_lengths: Tensor | None = None,
+              positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-token log-probs and entropies ``[B, T]`` aligned with ``input_ids`` (position 0 is 0).
+
+        Args:
+            input_ids: ``[B, T]``, right-padded when ``prompt_lengths`` is given.
+            attention_mask: ``[B, T]``.
+            prompt_lengths: ``[B]`` prompt tokens at the start of each row. Rows that repeat a prompt then share
+                one pass over it (see ``prefix_sharing``), and prompt tokens are never scored.
+            positions: ``[B, T]``, score only where nonzero (e.g. the response mask): the output head runs on
+                those positions alone; elsewhere the result is 0.
 
         Runs with gradients when grad mode is on; each chunk of the output head is recomputed in the backward
         pass (activation checkpointing) so the chunking also bounds training memory.
         """
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
-        hidden = self._trunk(input_ids, attention_mask)[:, :-1]  # [B, T-1, H] predicts tokens 1..T-1
-        targets = input_ids[:, 1:]  # [B, T-1]
-        b, n = targets.shape
-        flat_hidden = hidden.reshape(b * n, -1)
-        flat_targets = targets.reshape(b * n)
+        b, t = input_ids.shape
+        wanted = torch.ones(b, t, dtype=torch.bool, device=self.device) if positions is None \
+            else positions.to(self.device) > 0
+        wanted[:, 0] = False
+        if self._can_share(input_ids, prompt_lengths):
+            hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
+                                          self.pad_token_id)  # [B, T, H], valid from each prompt's last token
+            wanted &= torch.arange(t, device=self.device)[None, :] >= prompt_lengths.to(self.device)[:, None]
+        else:
+            hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]
+        rows, columns = wanted.nonzero(as_tuple=True)  # the N scored tokens
+        selected_hidden = hidden[rows, columns - 1]  # [N, H]: position t-1 predicts token t
+        targets = input_ids[rows, columns]  # [N]
 
-        def chunk_stats(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-            return log_probs_and_entropy(self._head_logits(h), t, chunk_size=h.shape[0] or 1)
+        def chunk_stats(h: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+            return log_probs_and_entropy(self._head_logits(h), tokens, chunk_size=h.shape[0] or 1)
 
         log_probs, entropies = [], []
-        for start in range(0, b * n, self.chunk_size):
-            h, t = flat_hidden[start:start + self.chunk_size], flat_targets[start:start + self.chunk_size]
+        for start in range(0, targets.numel(), self.chunk_size):
+            h, tokens = selected_hidden[start:start + self.chunk_size], targets[start:start + self.chunk_size]
             if torch.is_grad_enabled():
-                lp, ent = checkpoint(chunk_stats, h, t, use_reentrant=False)
+                lp, ent = checkpoint(chunk_stats, h, tokens, use_reentrant=False)
             else:
-                lp, ent = chunk_stats(h, t)
+                lp, ent = chunk_stats(h, tokens)
             log_probs.append(lp)
             entropies.append(ent)
-        zeros = torch.zeros(b, 1, device=self.device)
-        log_probs_full = torch.cat([zeros, torch.cat(log_probs).reshape(b, n)], dim=1)  # [B, T]
-        entropies_full = torch.cat([zeros, torch.cat(entropies).reshape(b, n)], dim=1)  # [B, T]
-        return log_probs_full, entropies_full
+        zeros = torch.zeros(b, t, device=self.device)
+        if not log_probs:  # nothing to score; under grad keep a (zero) graph so that backward() still works
+            zeros = zeros + 0.0 * hidden.float().sum() if torch.is_grad_enabled() else zeros
+            return zeros, zeros.clone()
+        return (zeros.index_put((rows, columns), torch.cat(log_probs)),
+                zeros.index_put((rows, columns), torch.cat(entropies)))
 
     def response_logits(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
         """Temperature-scaled logits ``[N, V]`` at the N positions where ``response_mask`` is 1."""

@@ -117,6 +117,7 @@ def pack_episodes(episodes: Sequence[Episode], group_ids: Sequence[int], pad_tok
         input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
         old_log_probs=zeros.clone(), rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),
         group_ids=torch.as_tensor(list(group_ids), dtype=torch.long), entropies=zeros.clone(),
+        prompt_lengths=torch.tensor([len(e.prompt_ids) for e in episodes], dtype=torch.long),
         info=[{**e.info, "texts": e.texts} for e in episodes])
 
 
@@ -126,7 +127,9 @@ def score_batch(policy: Policy, batch: RolloutBatch, micro_batch_size: int | Non
     size = micro_batch_size or batch.batch_size
     log_probs, entropies = [], []
     for start in range(0, batch.batch_size, size):
-        lp, ent = policy.score(batch.input_ids[start:start + size], batch.attention_mask[start:start + size])
+        rows = slice(start, start + size)
+        lp, ent = policy.score(batch.input_ids[rows], batch.attention_mask[rows], positions=batch.response_mask[rows],
+                               prompt_lengths=None if batch.prompt_lengths is None else batch.prompt_lengths[rows])
         log_probs.append(lp.cpu())
         entropies.append(ent.cpu())
     mask = batch.response_mask

@@ -236,7 +236,8 @@ class Trainer:
         started = time.perf_counter()
         with torch.no_grad():
             if self.reference is not None:
-                ref_log_probs, _ = self.reference.score(batch.input_ids, batch.attention_mask)
+                ref_log_probs, _ = self.reference.score(batch.input_ids, batch.attention_mask, batch.prompt_lengths,
+                                                        positions=batch.response_mask)
                 batch = batch.replace(ref_log_probs=ref_log_probs.cpu() * batch.response_mask)
             if self.critic is not None:
                 values = self.critic.values(batch.input_ids.to(self.device), batch.attention_mask.to(self.device))
@@ -305,7 +306,8 @@ class Trainer:
         mask = mini.response_mask.to(device)
         tokens = parallel.sum_scalar(float(mask.sum()))
         sequences = parallel.sum_scalar(float((mask.sum(-1) > 0).sum()))
-        log_probs, entropy = self.policy.score(mini.input_ids, mini.attention_mask)
+        log_probs, entropy = self.policy.score(mini.input_ids, mini.attention_mask, mini.prompt_lengths,
+                                               positions=mini.response_mask)
         loss, metrics = self.algorithm.policy_loss(
             log_probs, mini.old_log_probs.to(device), advantages.to(device), mask, entropy=entropy,
             ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device),

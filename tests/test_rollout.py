@@ -36,8 +36,8 @@ class ScriptedPolicy:
         self.turn += 1
         return [self.inner.encode_observation(reply) for _ in prompts]
 
-    def score(self, input_ids, attention_mask):
-        return self.inner.score(input_ids, attention_mask)
+    def score(self, input_ids, attention_mask, prompt_lengths=None, positions=None):
+        return self.inner.score(input_ids, attention_mask, prompt_lengths, positions)
 
 
 def test_tool_output_tokens_have_response_mask_zero(random_policy):
