@@ -151,7 +151,9 @@ def speed_section(data: dict[str, Any] | None) -> str:
              f"{setup['optimizer_steps_per_step']} optimizer steps per training step (lr {setup['lr']:g}). "
              f"{setup['warmup_steps']} warm-up steps dropped, {setup['timed_steps']} timed; each variant in a fresh "
              f"process. `covgym+dynamics` is covgym's default, which also measures the predicted vs actual entropy "
-             f"change of each step (two extra forward passes); `covgym` turns that off to match TRL's work.", "",
+             f"change of each step (two extra forward passes); `covgym` turns that off to match TRL's work; "
+             f"`covgym-unshared` also turns off the shared prompt KV cache (`--share-prompts false`), i.e. "
+             f"computes every repeated prompt again, as TRL does.", "",
              "The table shows each variant's median round.", "",
              "| variant | step (s) | generate | env | score | update | tokens/s | generated tokens/s | peak RSS (MiB) "
              "| update GFLOP/s | % of matmul | mean reward |",
@@ -182,8 +184,7 @@ def speed_section(data: dict[str, Any] | None) -> str:
         lines.append(f"**covgym/TRL throughput ratio: {ratio:.2f}×** (TRL step time / covgym step time; median over "
                      f"{len(paired)} interleaved rounds of this run, range {min(paired):.2f}–{max(paired):.2f}×). "
                      f"Target ≥ {SPEED_TARGET}× (aim 2×): {verdict}.")
-        if ratio < SPEED_TARGET:
-            lines += ["", speed_profile_note(results)]
+        lines += ["", speed_profile_note(results)]
     profile = results.get("covgym-profile", {})
     if "torch_kernel_share" in profile:
         top = ", ".join(f"`{k['name']}` {100 * k['share']:.0f} %" for k in profile["top_kernels"][:4])
@@ -198,43 +199,42 @@ def _first(results: dict[str, Any], key: str) -> Any:
 
 
 def speed_profile_note(results: dict[str, Any]) -> str:
-    c, t = results.get("covgym", {}), results.get("trl", {})
+    c, t, u = results.get("covgym", {}), results.get("trl", {}), results.get("covgym-unshared", {})
     if "phases_s" not in c or "phases_s" not in t:
         return ""
     shares = ", ".join(f"{k} {100 * v / c['step_s']:.0f} %" for k, v in c["phases_s"].items())
     faster = ", ".join(f"{k} {t['phases_s'][k] / v:.2f}×" for k, v in c["phases_s"].items() if v > 0)
     prompt_share = 1.0 - c["completion_tokens_per_step"] / c["tokens_per_step"]
-    return (f"What the profile shows: covgym's step splits into {shares}; per phase, TRL/covgym time is {faster}. "
-            f"Both frameworks run the same Hugging Face model code for sampling (`model.generate`) and for the "
-            f"forward/backward passes, and at this model size the step is dominated by torch's kernels (the "
-            f"cProfile line below), so covgym cannot be much faster by doing the same computation with less "
-            f"Python overhead. The remaining gains need less computation: each prompt is repeated group-size "
-            f"times and makes up {100 * prompt_share:.0f} % of the tokens, so (1) prefilling each prompt once per "
-            f"group and sharing its KV cache in generation, (2) taking the old log-probs from the sampler's own "
-            f"logits (or scoring the response tokens on the shared prompt cache), and (3) applying the LM head "
-            f"only at response positions in `Policy.score` would remove most of the generation prefill, most of "
-            f"the scoring pass, and the head work on prompt tokens; the next section measures (1) and (2). These "
-            f"are changes to `policy.py`/`rollout.py`.")
+    note = (f"Where the time goes: covgym's step splits into {shares}; per phase, TRL/covgym time is {faster}. "
+            f"Both frameworks run the same Hugging Face model code, so the gain is less computation: each prompt "
+            f"is repeated group-size times and makes up {100 * prompt_share:.0f} % of the tokens, and covgym "
+            f"runs each distinct prompt once per batch (sampling, scoring) or per mini-batch (update) and "
+            f"applies the LM head only at response positions.")
+    if "phases_s" in u:
+        gained = ", ".join(f"{k} {u['phases_s'][k] / v:.2f}×" for k, v in c["phases_s"].items() if v > 0)
+        note += (f" Sharing alone (`covgym-unshared` / `covgym`): step {u['step_s'] / c['step_s']:.2f}×; "
+                 f"{gained}.")
+    return note
 
 
 def prefix_section(data: dict[str, Any] | None) -> str:
-    if data is None:
+    if data is None or "seconds" not in data:
         return ""
-    b, generate, score = data["batch"], data["generate_s"], data["score_s"]
-    rows = [("generation", *generate.items()), ("scoring (no grad)", *score.items())]
-    lines = ["## Opportunity: one prompt KV cache per group", "",
+    b, diff = data["batch"], data["max_abs_difference"]
+    lines = ["## Shared prompt KV cache, phase by phase", "",
              f"Command: `{data['command'].strip()}` — {data['created']}; torch threads {data['threads']}; load "
              f"average at start {' / '.join(f'{x:.2f}' for x in data['load_average_at_start'])}. The speed "
-             f"benchmark's first batch ({b['prompts']} prompts × {b['group_size']}, prompt width "
-             f"{b['prompt_width']}, response width {b['response_width']}), each phase as covgym runs it now and with "
-             f"each distinct prompt prefilled once and its KV cache repeated for the group (a prototype in the "
-             f"script, not yet covgym's path).", "",
-             "| phase | covgym now (s) | shared prompt cache (s) | speed-up |", "|---|---|---|---|"]
-    for phase, (now_name, now), (_, shared) in rows:
-        lines.append(f"| {phase} ({now_name}) | {now:.3f} | {shared:.3f} | {now / shared:.1f}× |")
-    diff = data["max_abs_difference"]
-    lines += ["", f"Largest difference of the shared-cache scores from `Policy.score` over all response tokens: "
-                  f"log-prob {diff['log_prob']:.1e}, entropy {diff['entropy']:.1e}."]
+             f"benchmark's first batch ({b['prompts']} prompts × {b['group_size']}, prompts up to "
+             f"{b['prompt_width']} tokens, sequences {b['sequence_width']} wide); the training row is one optimizer "
+             f"mini-batch of {b['mini_batch_rows']} random rows ({b['mini_batch_distinct_prompts']} distinct "
+             f"prompts). `Policy.share_prompts` off vs on.", "",
+             "| phase | off (s) | on (s) | speed-up |", "|---|---|---|---|"]
+    for phase, t in data["seconds"].items():
+        lines.append(f"| {phase} | {t['off']:.3f} | {t['on']:.3f} | {t['off'] / t['on']:.1f}× |")
+    same = "identical" if data["identical_generations"] else "**not identical**"
+    lines += ["", f"Same seed, sharing off vs on: generations {same}; largest difference of log-probs "
+                  f"{diff['log_prob']:.1e}, of entropies {diff['entropy']:.1e}, of gradients {diff['gradient']:.1e} "
+                  f"(largest gradient entry {diff['gradient_scale']:.1e})."]
     return "\n".join(lines) + "\n"
 
 
@@ -276,8 +276,9 @@ def memory_section(data: dict[str, Any] | None) -> str:
                       f"{data['default_chunk']} rows): {ratio:.3f}.** Target ≤ {MEMORY_TARGET}: {verdict}. The "
                       f"chunked path's peak is bounded by chunk × vocabulary × 4 bytes (times the temporaries of "
                       f"one chunk) and does not grow with N; the full path grows linearly with N, so the ratio "
-                      f"falls as N grows. A chunk sized by bytes rather than rows (e.g. 256 rows at this "
-                      f"vocabulary, see the table) keeps the peak small at any vocabulary."]
+                      f"falls as N grows. covgym sizes the chunk by bytes (256 MiB of float32 logits, "
+                      f"`covgym.policy.DEFAULT_CHUNK_BYTES`), so the rows per chunk shrink as the vocabulary grows "
+                      f"and the bound holds at any vocabulary."]
     return "\n".join(lines) + "\n"
 
 

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(variant, int(tokens), mode, int(chunk))))
         return 0
 
-    from covgym.metrics import DEFAULT_CHUNK_TOKENS
+    from covgym.policy import DEFAULT_CHUNK_BYTES, chunk_rows
 
-    chunk = args.chunk or DEFAULT_CHUNK_TOKENS
+    chunk = args.chunk or chunk_rows(VOCAB, DEFAULT_CHUNK_BYTES)
     chunks = [chunk] + [int(c) for c in args.extra_chunks.split(",") if c.strip() and int(c) != chunk]
     counts = {"score": args.tokens, "train": args.train_tokens}
     cases = [(variant, int(tokens), mode, c) for mode in ("score", "train")

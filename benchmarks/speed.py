@@ -33,7 +33,7 @@ from typing import Any
 
 PROMPTS, GROUP, NEW_TOKENS, MINI_BATCHES, LR, SEED = 16, 8, 8, 4, 1e-4, 0
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "trl", "covgym-profile")
+VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "trl", "covgym-profile")
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
@@ -105,7 +105,8 @@ def _phase_means(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- workers
-def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None) -> dict[str, Any]:
+def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
+               share_prompts: bool = True) -> dict[str, Any]:
     from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
@@ -126,7 +127,7 @@ def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(algo="grpo", steps=warmup + steps, seed=SEED, run_dir=run_dir, eval_problems=0,
                              entropy_dynamics=dynamics, tensorboard=False, progress=False,
-                             model=ModelConfig(model=model_dir, device="cpu"),
+                             model=ModelConfig(model=model_dir, device="cpu", share_prompts=share_prompts),
                              rollout=RolloutConfig(prompts_per_step=PROMPTS, group_size=GROUP,
                                                    max_new_tokens=NEW_TOKENS),
                              optim=OptimConfig(lr=LR, mini_batches=MINI_BATCHES))
@@ -245,7 +246,8 @@ def worker(variant: str, steps: int, warmup: int, out: Path) -> None:
         elif variant == "covgym-profile":
             result = profile_covgym(model_dir, steps, warmup)
         else:
-            result = run_covgym(model_dir, steps, warmup, dynamics=variant == "covgym+dynamics")
+            result = run_covgym(model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
+                                share_prompts=variant != "covgym-unshared")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
                   peak_rss_sampled_bytes=sampler.peak or None)
     out.write_text(json.dumps(result, indent=2))

@@ -182,7 +182,8 @@ def _check_same_config(run_dir: Path, config: TrainConfig) -> None:
         return items
 
     have, want = flat(stored), flat(wanted)
-    differing = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    defaults = flat(TrainConfig().to_dict())  # a key a run written by an older covgym lacks had its default
+    differing = sorted(k for k in set(have) | set(want) if have.get(k, defaults.get(k)) != want.get(k))
     if differing:
         raise ConfigError(f"{run_dir} holds a run with a different config ({', '.join(differing)}); use another "
                           f"--out or delete that directory")

@@ -31,6 +31,7 @@ class ModelConfig:
     autocast_bf16: bool = option(False, "run forward passes under bf16 autocast (log-probs/losses stay float32)")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
+    share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,9 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    prompts_per_step: int = option(16, "distinct prompts (groups) per training step")
-    group_size: int = option(8, "responses sampled per prompt (G)")
+    prompts_per_step: int = option(0, "distinct prompts (groups) per training step (0: auto — 16 for the tiny "
+                                      "model, 8 for any other, sized for a CPU)")
+    group_size: int = option(0, "responses sampled per prompt, G (0: auto — 8 for the tiny model, 4 for any other)")
     max_new_tokens: int = option(16, "max tokens the policy generates per turn")
     temperature: float = option(1.0, "sampling temperature (also used for scoring and entropy)")
     top_p: float = option(1.0, "nucleus sampling threshold")
@@ -75,7 +77,8 @@ class TrainConfig:
     save_every: int = option(0, "checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = option(2, "checkpoints kept (oldest deleted first)")
     eval_every: int = option(0, "held-out evaluation every N steps (0: only before and after)")
-    eval_problems: int = option(64, "held-out problems per evaluation")
+    eval_problems: int = option(-1, "held-out problems per evaluation (0: none; -1: auto — 64 for the tiny model, "
+                                    "16 for any other)")
     eval_samples: int = option(4, "samples per held-out problem (pass@k uses all of them)")
     entropy_dynamics: bool = option(True, "measure predicted vs actual entropy change of each step's first update "
                                           "(two extra forward passes on the first mini-batch)")
@@ -168,11 +171,11 @@ def validate(config: TrainConfig) -> None:
     _check(config.save_every >= 0, "save_every", f"must be >= 0, got {config.save_every}")
     _check(config.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {config.keep_checkpoints}")
     _check(config.eval_every >= 0, "eval_every", f"must be >= 0, got {config.eval_every}")
-    _check(config.eval_problems >= 0, "eval_problems", f"must be >= 0, got {config.eval_problems}")
+    _check(config.eval_problems >= -1, "eval_problems", f"must be >= 0 (or -1 = auto), got {config.eval_problems}")
     _check(config.eval_samples >= 1, "eval_samples", f"must be >= 1, got {config.eval_samples}")
     r, o, m = config.rollout, config.optim, config.model
-    _check(r.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
-    _check(r.group_size >= 1, "group_size", f"must be >= 1, got {r.group_size}")
+    _check(r.prompts_per_step >= 0, "prompts_per_step", f"must be >= 1 (or 0 = auto), got {r.prompts_per_step}")
+    _check(r.group_size >= 0, "group_size", f"must be >= 1 (or 0 = auto), got {r.group_size}")
     _check(r.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {r.max_new_tokens}")
     _check(r.temperature > 0, "temperature", f"must be > 0, got {r.temperature}")
     _check(0 < r.top_p <= 1, "top_p", f"must be in (0, 1], got {r.top_p}")
@@ -185,8 +188,8 @@ def validate(config: TrainConfig) -> None:
     _check(o.mini_batches >= 0, "mini_batches", f"must be >= 0 (0 = auto), got {o.mini_batches}")
     _check(o.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     _check(o.max_consecutive_skips >= 1, "max_consecutive_skips", f"must be >= 1, got {o.max_consecutive_skips}")
-    batch = r.prompts_per_step * r.group_size
-    _check(o.mini_batches <= batch, "mini_batches",
+    batch = r.prompts_per_step * r.group_size  # 0 while a size is still 'auto': checked again once resolved
+    _check(batch == 0 or o.mini_batches <= batch, "mini_batches",
            f"{o.mini_batches} mini-batches cannot be cut from a rollout of {batch} sequences")
     _check(m.dtype in ("float32", "bfloat16", "float16"), "dtype", f"must be float32/bfloat16/float16, got {m.dtype}")
     _check(m.chat_template in ("auto", "on", "off"), "chat_template", f"must be auto/on/off, got {m.chat_template}")

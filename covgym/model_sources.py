@@ -39,8 +39,11 @@ def resolve_model(name_or_path: str, show_progress: bool = True) -> ModelSource:
     if name_or_path in ALIASES:
         return ALIASES[name_or_path](show_progress)
     path = Path(os.path.expanduser(name_or_path))
-    if path.is_file() and path.suffix == ".gguf":
-        return ModelSource(str(path.parent), {"gguf_file": path.name}, description="GGUF file")
+    if path.is_file() and path.suffix == ".gguf":  # de-quantised once into a cached, saveable model directory
+        from covgym.gguf import dequantized_model_dir
+
+        directory = dequantized_model_dir(path, show_progress=show_progress)
+        return ModelSource(str(directory), description=f"GGUF file {path.name} (de-quantised)")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ValueError(f"model directory {str(path)!r} has no config.json: is it a Hugging Face model "

@@ -25,6 +25,11 @@ from covgym.prefix_sharing import (cache_keyword, group_prefixes, left_pad, outp
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 logits per head chunk: 441 positions at vocabulary 151,936
 
 
+def chunk_rows(vocab_size: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Positions per output-head chunk so that one chunk's float32 logits take at most ``chunk_bytes``."""
+    return max(1, chunk_bytes // (4 * vocab_size))
+
+
 class ModelLoadError(ValueError):
     """A model could not be found or loaded; the message says what to do."""
 
@@ -65,8 +70,7 @@ class Policy:
         self.tokenizer = tokenizer
         self.temperature = float(temperature)
         self.use_chat_template = use_chat_template
-        vocab = int(model.get_output_embeddings().weight.shape[0])
-        self.chunk_size = chunk_size or max(1, chunk_bytes // (4 * vocab))
+        self.chunk_size = chunk_size or chunk_rows(int(model.get_output_embeddings().weight.shape[0]), chunk_bytes)
         self.autocast_bf16 = autocast_bf16
         self.share_prompts = share_prompts
         if tokenizer.pad_token_id is None:

@@ -55,11 +55,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
-    """Fill the 'auto' values (learning rate, mini-batches, run directory) so the written config is exact."""
-    optim = config.optim
+    """Fill the 'auto' values so the written config is exact.
+
+    The batch, group and evaluation sizes default to what the built-in tiny model trains with in minutes; any other
+    model gets sizes that keep a step of a ~100 M-parameter model on a laptop CPU to a minute or so (set them
+    explicitly on a GPU). Learning rate, mini-batches and run directory are filled here too.
+    """
+    optim, rollout = config.optim, config.rollout
     algorithm_class = algorithms.get(config.algo)
+    tiny = config.model.model == TINY_MODEL_ALIAS
+    if rollout.prompts_per_step == 0:
+        rollout = dataclasses.replace(rollout, prompts_per_step=16 if tiny else 8)
+    if rollout.group_size == 0:
+        rollout = dataclasses.replace(rollout, group_size=8 if tiny else 4)
+    eval_problems = config.eval_problems if config.eval_problems >= 0 else (64 if tiny else 16)
+    config = config.replace(rollout=rollout, eval_problems=eval_problems)
     if optim.lr == 0.0:
-        optim = dataclasses.replace(optim, lr=1e-3 if config.model.model == TINY_MODEL_ALIAS else 1e-6)
+        optim = dataclasses.replace(optim, lr=1e-3 if tiny else 1e-6)
     if optim.mini_batches == 0:
         batch = config.rollout.prompts_per_step * config.rollout.group_size
         optim = dataclasses.replace(optim, mini_batches=min(4, batch) if algorithm_class.needs_off_policy_minibatches
@@ -92,6 +104,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         validate(config)
+        config = resolve_config(config)
+        validate(config)  # the resolved sizes too (e.g. mini-batches against an auto batch)
         device = resolve_device(config.model.device)
         self.distributed = parallel.init_from_environment(device)
         self.device = parallel.local_device(device)
@@ -99,7 +113,7 @@ class Trainer:
         if config.rollout.prompts_per_step % self.world_size:
             raise ValueError(f"prompts_per_step ({config.rollout.prompts_per_step}) must be a multiple of the "
                              f"number of processes ({self.world_size}): each rank rolls out whole groups")
-        self.config = resolve_config(config)
+        self.config = config
         if self.distributed:  # every rank must use rank 0's run directory (its default name has a time in it)
             shared = [self.config.run_dir]
             torch.distributed.broadcast_object_list(shared, src=0)
@@ -118,13 +132,14 @@ class Trainer:
         self.policy = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                              temperature=self.config.rollout.temperature, use_chat_template=chat,
                                              gradient_checkpointing=m.gradient_checkpointing,
-                                             show_progress=self.config.progress, autocast_bf16=m.autocast_bf16)
+                                             show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
+                                             share_prompts=m.share_prompts)
         self.reference: Policy | None = None
         if getattr(self.algorithm, "use_kl_loss", False):
             self.reference = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                                     temperature=self.config.rollout.temperature,
                                                     use_chat_template=chat, show_progress=False,
-                                                    autocast_bf16=m.autocast_bf16)
+                                                    autocast_bf16=m.autocast_bf16, share_prompts=m.share_prompts)
             self.reference.model.requires_grad_(False)
         self.critic = None
         self.critic_optimizer: torch.optim.Optimizer | None = None

@@ -48,8 +48,8 @@ def test_train_help_lists_every_config_field_and_algorithm_hyperparameter(capsys
     (["--env", "covgym/Nope-v0"], "unknown environment 'covgym/Nope-v0'; known: covgym/Arithmetic-v0"),
     (["--algo", "nope"], "unknown algorithm 'nope'; known: "),
     (["--model", "/does/not/exist"], "model '/does/not/exist' not found"),
-    (["--prompts-per-step", "0"], "prompts_per_step: must be >= 1, got 0"),
-    (["--group-size", "-3"], "group_size: must be >= 1, got -3"),
+    (["--prompts-per-step", "-1"], "prompts_per_step: must be >= 1 (or 0 = auto), got -1"),
+    (["--group-size", "-3"], "group_size: must be >= 1 (or 0 = auto), got -3"),
     (["--group-size", "1"], "group size of 1"),
     (["--clip-ratio-c", "0.5"], "clip_ratio_c must be > 1.0"),
 ])

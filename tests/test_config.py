@@ -17,10 +17,10 @@ INVALID = {
     "save_every": (None, st.integers(max_value=-1)),
     "keep_checkpoints": (None, st.integers(max_value=0)),
     "eval_every": (None, st.integers(max_value=-1)),
-    "eval_problems": (None, st.integers(max_value=-1)),
+    "eval_problems": (None, st.integers(max_value=-2)),
     "eval_samples": (None, st.integers(max_value=0)),
-    "prompts_per_step": ("rollout", st.integers(max_value=0)),
-    "group_size": ("rollout", st.integers(max_value=0)),
+    "prompts_per_step": ("rollout", st.integers(max_value=-1)),
+    "group_size": ("rollout", st.integers(max_value=-1)),
     "max_new_tokens": ("rollout", st.integers(max_value=0)),
     "temperature": ("rollout", st.floats(max_value=0.0, allow_nan=False)),
     "top_p": ("rollout", st.one_of(st.floats(max_value=0.0, allow_nan=False), st.floats(min_value=1.0001, allow_nan=False))),
@@ -96,3 +96,29 @@ def test_yaml_round_trip(tmp_path):
     config = from_dict(load_file(path))
     assert config.steps == 7 and config.rollout.group_size == 4 and config.optim.lr == 1e-4
     validate(config)
+
+
+def test_auto_sizes_follow_the_model_and_explicit_values_win():
+    from covgym.trainer import resolve_config
+
+    def sizes(config: TrainConfig) -> tuple:
+        resolved = resolve_config(config)
+        validate(resolved)
+        return (resolved.rollout.prompts_per_step, resolved.rollout.group_size, resolved.eval_problems,
+                resolved.optim.lr)
+
+    assert sizes(TrainConfig(run_dir="r")) == (16, 8, 64, 1e-3)
+    pretrained = ModelConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert sizes(TrainConfig(run_dir="r", model=pretrained)) == (8, 4, 16, 1e-6)
+    explicit = TrainConfig(run_dir="r", model=pretrained, eval_problems=0, optim=OptimConfig(lr=1e-5),
+                           rollout=RolloutConfig(prompts_per_step=2, group_size=3))
+    assert sizes(explicit) == (2, 3, 0, 1e-5)
+
+
+def test_mini_batches_are_checked_against_the_resolved_batch():
+    from covgym.trainer import resolve_config
+
+    config = TrainConfig(run_dir="r", model=ModelConfig(model="a/b"), optim=OptimConfig(mini_batches=40))
+    validate(config)  # the batch is still 'auto' here
+    with pytest.raises(ConfigError, match="40 mini-batches cannot be cut from a rollout of 32 sequences"):
+        validate(resolve_config(config))

@@ -167,3 +167,20 @@ def test_missing_gguf_package_names_the_install_command(tmp_path, cache, monkeyp
 def test_a_missing_gguf_file_is_a_clear_error(tmp_path, cache):
     with pytest.raises(ValueError, match="does not exist"):
         gguf.dequantized_model_dir(tmp_path / "absent.gguf")
+
+
+def test_a_gguf_path_is_loaded_through_the_dequantised_cache(tmp_path, cache, monkeypatch):
+    """A user's own .gguf file gets the same treatment as the alias: a plain directory that save_pretrained accepts."""
+    seen = []
+
+    def fake_convert(path, staging):
+        seen.append(Path(path))
+        (staging / "config.json").write_text("{}")
+
+    monkeypatch.setattr(gguf, "_convert", fake_convert)
+    monkeypatch.setattr(gguf, "require_gguf_package", lambda install=gguf.GGUF_INSTALL: None)
+    path = fake_gguf(tmp_path / "mine")
+    source = resolve_model(str(path), show_progress=False)
+    assert Path(source.path) == gguf.cache_dir(path)
+    assert source.load_kwargs == {}
+    assert seen == [path]
