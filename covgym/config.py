@@ -32,6 +32,8 @@ class ModelConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
     share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
+    fsdp: bool = option(False, "shard the transformer layers' weights, gradients and optimizer state across "
+                               "processes (FSDP2; launch with torchrun)")
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,25 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def sum_scalar(value: float, device: torch.device | str = "cpu") -> float:
+def collective_device() -> torch.device:
+    """Where small tensors for collectives live: NCCL only reduces CUDA tensors, gloo CPU ones."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def sum_scalar(value: float) -> float:
     """Sum of a number over ranks (itself when alone)."""
     if not is_distributed():
         return float(value)
-    total = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=collective_device())
     dist.all_reduce(total)
     return float(total.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` holds on at least one rank (itself when alone)."""
+    return sum_scalar(1.0 if flag else 0.0) > 0
 
 
 def sum_gradients(parameters: list[torch.nn.Parameter]) -> None:

@@ -73,6 +73,7 @@ class Policy:
         self.chunk_size = chunk_size or chunk_rows(int(model.get_output_embeddings().weight.shape[0]), chunk_bytes)
         self.autocast_bf16 = autocast_bf16
         self.share_prompts = share_prompts
+        self.synced = False  # set under FSDP: every rank must run the same forwards (see ``covgym.sharding``)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = int(tokenizer.pad_token_id)
@@ -146,6 +147,8 @@ class Policy:
         every row that repeats it; the draws are the same as without sharing (same seed, same logits).
         """
         if not prompts:
+            if self.synced:  # keep step with the ranks that still generate; the draw is thrown away
+                self.generate([[self.pad_token_id] * 2], params, stop_strings, seed)
             return []
         if seed is not None:
             torch.manual_seed(seed)
@@ -154,6 +157,8 @@ class Policy:
         kwargs = dict(do_sample=True, temperature=self.temperature, top_p=params.top_p, top_k=0,
                       max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_token_id,
                       eos_token_id=self.eos_token_id, use_cache=True)
+        if self.synced:
+            kwargs["synced_gpus"] = True  # a rank that is done keeps running forwards until all are
         if stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
         was_training = self.model.training

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import torch
 
+from covgym import parallel
 from covgym.batch import RolloutBatch
 from covgym.policy import Policy, SamplingParams
 
@@ -68,7 +69,7 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
 
     for turn in range(max_turns):
         active = [i for i, episode in enumerate(episodes) if not episode.done]
-        if not active:
+        if not (parallel.any_rank(bool(active)) if getattr(policy, "synced", False) else active):
             break
         stats.turns = turn + 1
         started = time.perf_counter()

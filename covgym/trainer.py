@@ -30,7 +30,7 @@ from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
 from covgym.tiny_model import TINY_MODEL_ALIAS
-from covgym import parallel, training_metrics
+from covgym import parallel, sharding, training_metrics
 
 logger = logging.getLogger("covgym")
 
@@ -110,6 +110,13 @@ class Trainer:
         self.distributed = parallel.init_from_environment(device)
         self.device = parallel.local_device(device)
         self.rank, self.world_size = parallel.rank(), parallel.world_size()
+        if config.model.fsdp and not self.distributed:
+            raise ValueError("fsdp: needs several processes (one process holds the whole model anyway); launch "
+                             "with torchrun --nproc_per_node N -m covgym train ...")
+        if config.model.fsdp and config.entropy_dynamics:  # its probe runs on a rank's own rows only
+            config = config.replace(entropy_dynamics=False)
+            if self.rank == 0:
+                warnings.warn("entropy_dynamics is turned off under fsdp", stacklevel=2)
         if config.rollout.prompts_per_step % self.world_size:
             raise ValueError(f"prompts_per_step ({config.rollout.prompts_per_step}) must be a multiple of the "
                              f"number of processes ({self.world_size}): each rank rolls out whole groups")
@@ -144,9 +151,15 @@ class Trainer:
         self.critic = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
         if self.algorithm.needs_critic:
-            self._build_critic()
+            self._build_critic()  # before sharding: the critic copies the policy's trunk and stays replicated
+        self.fsdp = m.fsdp
+        if self.fsdp:
+            sharding.shard_layers(self.policy.model)
+            self.policy.share_prompts = False  # its extra prefill pass would differ between ranks
+            self.policy.synced = True
         o = self.config.optim
-        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                           foreach=False if self.fsdp else None)  # mixed DTensor/Tensor params
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         r = self.config.rollout
@@ -212,7 +225,11 @@ class Trainer:
                     self._tensorboard.add_scalar(key, value, record["step"])
 
     def _state(self, step: int) -> dict[str, Any]:
-        state = {"model": self.policy.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        if self.fsdp:
+            model_state, optimizer_state = sharding.full_state(self.policy.model, self.optimizer)
+        else:
+            model_state, optimizer_state = self.policy.model.state_dict(), self.optimizer.state_dict()
+        state = {"model": model_state, "optimizer": optimizer_state,
                  "scheduler": self.scheduler.state_dict(), "consecutive_skips": self.consecutive_skips,
                  "eval_before": self.eval_before, "next_step": step + 1}
         if self.critic is not None:
@@ -220,12 +237,34 @@ class Trainer:
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
         return state
 
+    def _save_checkpoint(self, step: int) -> None:
+        """Rank 0 writes; under fsdp every rank first helps gather the full state."""
+        if self.is_main or self.fsdp:
+            state = self._state(step)
+            if self.is_main:
+                save_checkpoint(self.run_dir, step, state, self.config.keep_checkpoints)
+
+    def _save_final_model(self) -> None:
+        if not self.fsdp:
+            if self.is_main:
+                self.policy.save(self.run_dir / "final_model")
+            return
+        model_state, _ = sharding.full_state(self.policy.model)
+        if self.is_main:
+            plain = type(self.policy.model)(self.policy.model.config)  # the same model class, unsharded
+            plain.load_state_dict(model_state)
+            plain.save_pretrained(self.run_dir / "final_model")
+            self.policy.tokenizer.save_pretrained(self.run_dir / "final_model")
+
     def _restore(self) -> None:
         state = load_latest_checkpoint(self.run_dir)
         if state is None:
             return
-        self.policy.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            sharding.load_full_state(self.policy.model, state["model"], self.optimizer, state["optimizer"])
+        else:
+            self.policy.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.critic is not None and "critic" in state:
             self.critic.load_state_dict(state["critic"])
@@ -332,8 +371,13 @@ class Trainer:
             return self._skip(metrics, f"non-finite loss ({float(loss.detach())})")
         loss.backward()
         parameters = [p for p in self.policy.model.parameters() if p.requires_grad]
-        parallel.sum_gradients(parameters)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.optim.grad_clip or float("inf"))
+        if self.fsdp:  # FSDP reduced the sharded layers' gradients itself
+            parallel.sum_gradients([p for p in parameters if not sharding.is_sharded(p)])
+            sharding.restore_gradient_sums(parameters)
+            grad_norm = sharding.clip_gradients(parameters, self.config.optim.grad_clip)
+        else:
+            parallel.sum_gradients(parameters)
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.optim.grad_clip or float("inf"))
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, f"non-finite gradient norm ({float(grad_norm)})")
@@ -370,7 +414,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def evaluate(self) -> dict[str, float]:
-        if self.config.eval_problems == 0 or not self.is_main:
+        """Held-out evaluation on rank 0 (on every rank under fsdp, whose forwards are collective)."""
+        if self.config.eval_problems == 0 or not (self.is_main or self.fsdp):
             return {}
         if not hasattr(self, "_eval_envs"):
             self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
@@ -404,11 +449,9 @@ class Trainer:
                 self._log(record)
                 history.append(record)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
-                if self.is_main and ((self.config.save_every and step % self.config.save_every == 0)
-                                     or step == self.config.steps):
-                    save_checkpoint(self.run_dir, step, self._state(step), self.config.keep_checkpoints)
-            if self.is_main:
-                self.policy.save(self.run_dir / "final_model")
+                if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
+                    self._save_checkpoint(step)
+            self._save_final_model()
             parallel.barrier()
         finally:
             self._metrics_file.close()
