@@ -103,7 +103,8 @@ class Policy:
         model.to(device)
         model.eval()
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()  # the first name is transformers >= 5.x's, the second older releases'
             model.config.use_cache = False
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))

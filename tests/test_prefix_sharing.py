@@ -114,7 +114,8 @@ def test_activation_checkpointing_turns_sharing_off_under_grad(random_policy):
     prompts = [random_policy.encode_prompt("5+5=")] * 3
     batch = _batch(random_policy, prompts, [[10, 11], [12], [13, 14]])
     assert random_policy._can_share(batch.input_ids, batch.prompt_lengths)
-    random_policy.model.gradient_checkpointing_enable()
+    model = random_policy.model
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     random_policy.model.train()
     try:
         with torch.enable_grad():
@@ -126,4 +127,4 @@ def test_activation_checkpointing_turns_sharing_off_under_grad(random_policy):
             reference, _ = random_policy.score(batch.input_ids, batch.attention_mask, positions=batch.response_mask)
         torch.testing.assert_close(log_probs.detach(), reference, atol=2e-5, rtol=1e-5)
     finally:
-        random_policy.model.gradient_checkpointing_disable()
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
