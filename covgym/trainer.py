@@ -76,6 +76,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         batch = config.rollout.prompts_per_step * config.rollout.group_size
         optim = dataclasses.replace(optim, mini_batches=min(4, batch) if algorithm_class.needs_off_policy_minibatches
                                     else 1)
+    algo_params = dict(config.algo_params)
+    algorithm = algorithm_class(**algo_params)
+    if algorithm.loss_agg_mode == "seq-mean-token-sum-norm" and algorithm.loss_scale_factor is None:
+        # a constant divisor (Dr. GRPO's MAX_TOKENS) rather than the batch's padded width, which varies by step
+        algo_params["loss_scale_factor"] = float(rollout.max_new_tokens)
+    config = config.replace(algo_params=algo_params)
     run_dir = config.run_dir or str(Path("runs") / f"{config.algo}-{config.env.env.split('/')[-1]}-"
                                                     f"{time.strftime('%Y%m%d-%H%M%S')}")
     return config.replace(optim=optim, run_dir=run_dir)

@@ -122,3 +122,19 @@ def test_mini_batches_are_checked_against_the_resolved_batch():
     validate(config)  # the batch is still 'auto' here
     with pytest.raises(ConfigError, match="40 mini-batches cannot be cut from a rollout of 32 sequences"):
         validate(resolve_config(config))
+
+
+def test_seq_mean_token_sum_norm_gets_a_constant_divisor():
+    """Dr. GRPO divides by a constant (the response budget), never by a batch's padded width."""
+    from covgym.trainer import resolve_config
+
+    rollout = RolloutConfig(max_new_tokens=24)
+    dr = resolve_config(TrainConfig(run_dir="r", algo="dr_grpo", rollout=rollout))
+    assert dr.algo_params["loss_scale_factor"] == 24.0
+    explicit = resolve_config(TrainConfig(run_dir="r", algo="dr_grpo", rollout=rollout,
+                                          algo_params={"loss_scale_factor": 100.0}))
+    assert explicit.algo_params["loss_scale_factor"] == 100.0
+    assert "loss_scale_factor" not in resolve_config(TrainConfig(run_dir="r", algo="grpo")).algo_params
+    token_sum = resolve_config(TrainConfig(run_dir="r", algo="grpo", rollout=rollout,
+                                           algo_params={"loss_agg_mode": "seq-mean-token-sum-norm"}))
+    assert token_sum.algo_params["loss_scale_factor"] == 24.0
