@@ -32,6 +32,9 @@ class ModelConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
     share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
+    generation_backend: str = option("hf", "sampling engine: hf (transformers generate) or vllm (optional extra, "
+                                           "GPU; weights pushed after every update)")
+    vllm_gpu_memory: float = option(0.3, "share of GPU memory the vLLM engine may take (generation_backend vllm)")
     fsdp: bool = option(False, "shard the transformer layers' weights, gradients and optimizer state across "
                                "processes (FSDP2; launch with torchrun)")
 
@@ -195,6 +198,11 @@ def validate(config: TrainConfig) -> None:
            f"{o.mini_batches} mini-batches cannot be cut from a rollout of {batch} sequences")
     _check(m.dtype in ("float32", "bfloat16", "float16"), "dtype", f"must be float32/bfloat16/float16, got {m.dtype}")
     _check(m.chat_template in ("auto", "on", "off"), "chat_template", f"must be auto/on/off, got {m.chat_template}")
+    _check(m.generation_backend in ("hf", "vllm"), "generation_backend",
+           f"must be hf or vllm, got {m.generation_backend!r}")
+    _check(0 < m.vllm_gpu_memory < 1, "vllm_gpu_memory", f"must be in (0, 1), got {m.vllm_gpu_memory}")
+    _check(not (m.fsdp and m.generation_backend == "vllm"), "generation_backend",
+           "vllm holds a whole copy of the model, which fsdp is for avoiding; use --generation-backend hf with --fsdp")
     _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"), "device",
            f"must be auto, cpu, cuda or cuda:N, got {m.device!r}")
     group_based = getattr(algorithm_class, "uses_groups", not algorithm_class.needs_critic)

@@ -74,6 +74,8 @@ class Policy:
         self.autocast_bf16 = autocast_bf16
         self.share_prompts = share_prompts
         self.synced = False  # set under FSDP: every rank must run the same forwards (see ``covgym.sharding``)
+        self.sampler: Any = None  # an optional faster engine for sampling (``covgym.vllm_sampler.VLLMSampler``)
+        self.source_path: str | None = None  # the directory or hub id the weights came from
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = int(tokenizer.pad_token_id)
@@ -108,8 +110,10 @@ class Policy:
             model.config.use_cache = False
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        return cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,
-                   autocast_bf16=autocast_bf16, share_prompts=share_prompts)
+        policy = cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,
+                     autocast_bf16=autocast_bf16, share_prompts=share_prompts)
+        policy.source_path = source.path
+        return policy
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +155,10 @@ class Policy:
             if self.synced:  # keep step with the ranks that still generate; the draw is thrown away
                 self.generate([[self.pad_token_id] * 2], params, stop_strings, seed)
             return []
+        if self.sampler is not None:
+            generated = self.sampler.generate(prompts, self.temperature, params.top_p, params.max_new_tokens,
+                                              stop_strings, seed)
+            return [self._cut_response(ids, stop_strings) for ids in generated]
         if seed is not None:
             torch.manual_seed(seed)
         groups = group_prefixes([p[:-1] for p in prompts])  # the last token is fed by generate itself

@@ -158,6 +158,12 @@ class Trainer:
         self.critic_optimizer: torch.optim.Optimizer | None = None
         if self.algorithm.needs_critic:
             self._build_critic()  # before sharding: the critic copies the policy's trunk and stays replicated
+        self._sampler_stale = False
+        if m.generation_backend == "vllm":
+            from covgym.vllm_sampler import VLLMSampler
+
+            self.policy.sampler = VLLMSampler(self.policy.source_path, dtype="bfloat16" if m.autocast_bf16 else m.dtype,
+                                              gpu_memory_utilization=m.vllm_gpu_memory, seed=self.config.seed)
         self.fsdp = m.fsdp
         if self.fsdp:
             sharding.shard_layers(self.policy.model)
@@ -278,6 +284,7 @@ class Trainer:
         self.consecutive_skips = state["consecutive_skips"]
         self.eval_before = state.get("eval_before", {})
         self.start_step = state["next_step"] - 1
+        self._sampler_stale = True
         set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ one step
@@ -290,6 +297,7 @@ class Trainer:
         env_seeds = [problem_seeds[g] for g in groups for _ in range(r.group_size)]  # a group shares its problem
         group_ids = [g for g in groups for _ in range(r.group_size)]
         self.policy.model.eval()
+        self._sync_sampler()
         batch, stats = collect_rollout(self.policy, self.envs, env_seeds, group_ids, self.sampling,
                                        seed=derive_seed(self.config.seed, step, "rollout") + self.rank,
                                        max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
@@ -388,6 +396,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, f"non-finite gradient norm ({float(grad_norm)})")
         self.optimizer.step()
+        self._sampler_stale = True
         self.consecutive_skips = 0
         metrics["grad_norm"] = float(grad_norm)
         if self.critic is not None and returns is not None:
@@ -426,7 +435,14 @@ class Trainer:
         if not hasattr(self, "_eval_envs"):
             self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
         self.policy.model.eval()
+        self._sync_sampler()
         return evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs)
+
+    def _sync_sampler(self) -> None:
+        """A separate sampling engine (vLLM) gets the weights of the last update before it samples again."""
+        if self.policy.sampler is not None and self._sampler_stale:
+            self.policy.sampler.load_weights(self.policy.model.state_dict().items())
+            self._sampler_stale = False
 
     def train(self) -> TrainResult:
         """Run the configured number of steps; returns the per-step history and evaluations."""
