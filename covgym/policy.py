@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
 from covgym.prefix_sharing import (cache_keyword, group_prefixes, left_pad, output_cache, positions_from_mask, prefill,
-                                   shared_prefix_hidden)
+                                   shared_prefix_hidden, supports_sharing)
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 logits per head chunk: 441 positions at vocabulary 151,936
 
@@ -73,6 +73,7 @@ class Policy:
         self.chunk_size = chunk_size or chunk_rows(int(model.get_output_embeddings().weight.shape[0]), chunk_bytes)
         self.autocast_bf16 = autocast_bf16
         self.share_prompts = share_prompts
+        self._sharing_supported = supports_sharing(model)
         self.synced = False  # set under FSDP: every rank must run the same forwards (see ``covgym.sharding``)
         self.sampler: Any = None  # an optional faster engine for sampling (``covgym.vllm_sampler.VLLMSampler``)
         self.source_path: str | None = None  # the directory or hub id the weights came from
@@ -162,7 +163,9 @@ class Policy:
         if seed is not None:
             torch.manual_seed(seed)
         groups = group_prefixes([p[:-1] for p in prompts])  # the last token is fed by generate itself
-        shared = self.share_prompts and groups.saves_work and min(len(p) for p in prompts) >= 2
+        shared = (self.share_prompts and self._sharing_supported and groups.saves_work
+                  and min(len(p) for p in prompts) >= 2  # a pre-set cache_implementation refuses a given cache
+                  and getattr(self.model.generation_config, "cache_implementation", None) is None)
         kwargs = dict(do_sample=True, temperature=self.temperature, top_p=params.top_p, top_k=0,
                       max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_token_id,
                       eos_token_id=self.eos_token_id, use_cache=True)
@@ -238,7 +241,8 @@ class Policy:
 
     def _can_share(self, input_ids: Tensor, prompt_lengths: Tensor | None) -> bool:
         """Sharing pays when some prompt repeats; HF gradient checkpointing drops caches, so not under it."""
-        if not self.share_prompts or prompt_lengths is None or int(prompt_lengths.min()) < 1:
+        if not (self.share_prompts and self._sharing_supported) or prompt_lengths is None \
+                or int(prompt_lengths.min()) < 1:
             return False
         if torch.is_grad_enabled() and self._activation_checkpointing():
             return False
@@ -276,10 +280,11 @@ class Policy:
         wanted = torch.ones(b, t, dtype=torch.bool, device=self.device) if positions is None \
             else positions.to(self.device) > 0
         wanted[:, 0] = False
+        if prompt_lengths is not None:  # prompt tokens are never scored, shared path or not
+            wanted &= torch.arange(t, device=self.device)[None, :] >= prompt_lengths.to(self.device)[:, None]
         if self._can_share(input_ids, prompt_lengths):
             hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
                                           self.pad_token_id)  # [B, T, H], valid from each prompt's last token
-            wanted &= torch.arange(t, device=self.device)[None, :] >= prompt_lengths.to(self.device)[:, None]
         else:
             hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]
         rows, columns = wanted.nonzero(as_tuple=True)  # the N scored tokens

@@ -22,6 +22,18 @@ from torch import Tensor
 TrunkFn = Callable[[Tensor, Tensor, Tensor, Any], tuple[Tensor, Any]]
 
 
+_ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention", "chunked_attention"}
+
+
+def supports_sharing(model: torch.nn.Module) -> bool:
+    """Gathering a cache by rows needs attention layers only: recurrent / linear-attention states (Qwen3-Next,
+    Jamba, ...) are not gathered by ``batch_select_indices``."""
+    if getattr(model, "_is_stateful", False):
+        return False
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return set(getattr(config, "layer_types", None) or ["full_attention"]) <= _ATTENTION_LAYER_TYPES
+
+
 def cache_keyword(module: torch.nn.Module) -> str:
     """The forward keyword for a KV cache: ``cache`` in recent ``transformers``, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"

@@ -45,8 +45,8 @@ def shard_layers(model: nn.Module) -> int:
     from torch.distributed.fsdp import fully_shard
 
     layers = decoder_layers(model)
-    for layer in layers:
-        fully_shard(layer)
+    for layer in layers:  # each layer is its own FSDP root, whose default would keep it gathered after forward
+        fully_shard(layer, reshard_after_forward=True)
     return len(layers)
 
 

@@ -82,6 +82,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         # a constant divisor (Dr. GRPO's MAX_TOKENS) rather than the batch's padded width, which varies by step
         algo_params["loss_scale_factor"] = float(rollout.max_new_tokens)
     config = config.replace(algo_params=algo_params)
+    if config.model.fsdp:  # the probe runs on a rank's own rows, so its forwards would differ between ranks
+        config = config.replace(entropy_dynamics=False)
     run_dir = config.run_dir or str(Path("runs") / f"{config.algo}-{config.env.env.split('/')[-1]}-"
                                                     f"{time.strftime('%Y%m%d-%H%M%S')}")
     return config.replace(optim=optim, run_dir=run_dir)
@@ -110,6 +112,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         validate(config)
+        dynamics_asked = config.entropy_dynamics
         config = resolve_config(config)
         validate(config)  # the resolved sizes too (e.g. mini-batches against an auto batch)
         device = resolve_device(config.model.device)
@@ -119,10 +122,8 @@ class Trainer:
         if config.model.fsdp and not self.distributed:
             raise ValueError("fsdp: needs several processes (one process holds the whole model anyway); launch "
                              "with torchrun --nproc_per_node N -m covgym train ...")
-        if config.model.fsdp and config.entropy_dynamics:  # its probe runs on a rank's own rows only
-            config = config.replace(entropy_dynamics=False)
-            if self.rank == 0:
-                warnings.warn("entropy_dynamics is turned off under fsdp", stacklevel=2)
+        if config.model.fsdp and self.rank == 0 and not config.entropy_dynamics and dynamics_asked:
+            warnings.warn("entropy_dynamics is turned off under fsdp", stacklevel=2)
         if config.rollout.prompts_per_step % self.world_size:
             raise ValueError(f"prompts_per_step ({config.rollout.prompts_per_step}) must be a multiple of the "
                              f"number of processes ({self.world_size}): each rank rolls out whole groups")
@@ -262,10 +263,8 @@ class Trainer:
                 self.policy.save(self.run_dir / "final_model")
             return
         model_state, _ = sharding.full_state(self.policy.model)
-        if self.is_main:
-            plain = type(self.policy.model)(self.policy.model.config)  # the same model class, unsharded
-            plain.load_state_dict(model_state)
-            plain.save_pretrained(self.run_dir / "final_model")
+        if self.is_main:  # the gathered, unsharded weights in the model's own dtype
+            self.policy.model.save_pretrained(self.run_dir / "final_model", state_dict=model_state)
             self.policy.tokenizer.save_pretrained(self.run_dir / "final_model")
 
     def _restore(self) -> None:
@@ -410,7 +409,7 @@ class Trainer:
         loss, metrics = self.algorithm.value_loss(values, mini.values.to(self.device), returns.to(self.device), mask,
                                                   global_token_count=tokens, global_seq_count=sequences)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if parallel.sum_scalar(0.0 if torch.isfinite(loss) else 1.0) > 0:  # jointly: the ranks all-reduce next
             return {"critic_skipped": 1.0}
         loss.backward()
         parallel.sum_gradients(list(self.critic.parameters()))

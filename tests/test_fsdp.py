@@ -29,6 +29,10 @@ def _fsdp_update(rank: int, world: int, port: int, model_dir: str, algo: str, ou
     batch = fixed_global_batch(trainer.policy)
     shard = batch.batch_size // world
     trainer.update(batch.select(list(range(rank * shard, (rank + 1) * shard))), step=1)
+    layers = sharding.decoder_layers(trainer.policy.model)
+    with torch.no_grad():  # a forward gathers each layer's weights and must drop them again afterwards
+        trainer.policy.score(batch.input_ids[:2], batch.attention_mask[:2])
+    assert all(sharding.is_sharded(p) for layer in layers for p in layer.parameters())
     state, _ = sharding.full_state(trainer.policy.model)  # gathered onto rank 0 only
     if rank == 0:
         torch.save(state, f"{out}/rank0.pt")
@@ -68,7 +72,8 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
 
     run_dir = tmp_path / "run"
     config = TrainConfig(algo="entropy_bonus", algo_params={"entropy_coeff": 1.0}, steps=2, run_dir=str(run_dir), save_every=1, eval_problems=4, eval_samples=2,
-                         progress=False, tensorboard=False, model=ModelConfig(model=str(random_model_dir), fsdp=True),
+                         progress=False, tensorboard=False,
+                         model=ModelConfig(model=str(random_model_dir), fsdp=True, dtype="bfloat16"),
                          env=EnvConfig("covgym/NumberGuess-v0"),
                          rollout=RolloutConfig(prompts_per_step=2, group_size=2, max_new_tokens=6, max_turns=3),
                          optim=OptimConfig(lr=1e-2))
@@ -79,9 +84,10 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
     assert steps == [1, 2, 3]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "eval_accuracy" in records[-1]
+    assert json.loads((run_dir / "final_model" / "config.json").read_text())["dtype"] == "bfloat16"
     reloaded = Policy.from_pretrained(str(run_dir / "final_model"), show_progress=False)
     original = Policy.from_pretrained(str(random_model_dir), show_progress=False)
-    changed = [not torch.equal(a, b) for a, b in zip(reloaded.model.parameters(), original.model.parameters())]
+    changed = [not torch.equal(a, b.float()) for a, b in zip(reloaded.model.parameters(), original.model.parameters())]
     assert any(changed)
 
 

@@ -128,3 +128,39 @@ def test_activation_checkpointing_turns_sharing_off_under_grad(random_policy):
         torch.testing.assert_close(log_probs.detach(), reference, atol=2e-5, rtol=1e-5)
     finally:
         (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+
+
+def _tiny(kind: str, tokenizer):
+    import transformers
+
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if kind == "gemma2_sliding_window":
+        return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            **common, num_key_value_heads=1, head_dim=16, sliding_window=3))
+    return transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(  # linear attention: recurrent state
+        **common, num_key_value_heads=1, head_dim=16, layer_types=["linear_attention", "full_attention"],
+        linear_num_value_heads=2, linear_num_key_heads=1, linear_key_head_dim=8, linear_value_head_dim=8,
+        num_experts=2, num_experts_per_tok=1, moe_intermediate_size=16, shared_expert_intermediate_size=16))
+
+
+@pytest.mark.parametrize("kind", ["gemma2_sliding_window", "qwen3_next_linear_attention", "preset_static_cache"])
+def test_other_cache_layouts_share_or_fall_back_without_changing_results(kind, random_policy):
+    """Sliding windows share (the gather keeps them); recurrent states and a preset cache fall back to full passes."""
+    tokenizer = random_policy.tokenizer
+    torch.manual_seed(0)
+    model = random_policy.model if kind == "preset_static_cache" else _tiny(kind, tokenizer).eval()
+    if kind == "preset_static_cache":
+        model.generation_config.cache_implementation = "static"
+    policy = Policy(model, tokenizer)
+    texts = ["12+3=", "7*8-1=", "12+3=", "9=", "7*8-1=", "12+3="]
+    prompts = [policy.encode_prompt(t) for t in texts]
+    batch = _batch(policy, prompts, [[10, 11, 12, 13], [13], [20, 21], [22, 23, 24, 25, 26], [], [30, 31]])
+    full, shared = _score(policy, batch, share=False), _score(policy, batch, share=True)
+    for a, b in zip(full, shared):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    draws = []
+    for share in (False, True):
+        policy.share_prompts = share
+        draws.append(policy.generate(prompts, SamplingParams(max_new_tokens=6), seed=3))
+    assert draws[0] == draws[1]
