@@ -22,8 +22,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/covgym demo
 
+# A fixed seed keeps `make test` (CI) reproducible; plain `pytest`, or HYPOTHESIS_SEED=random, explores new examples.
+HYPOTHESIS_SEED ?= 0
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
