@@ -80,7 +80,19 @@ def import_sweep(kind: str, directory: str) -> None:
                     "omp_num_threads": "not recorded",
                     "torch_threads": "/".join(map(str, threads)) or "not recorded"}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    data["meta"]["copied_plots"] = _copy_overlay_plots(root / "plots", RESULTS / "plots" / kind)
     (RESULTS / SWEEPS[kind][0]).write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _copy_overlay_plots(source: Path, target: Path) -> list[str]:
+    """Keep the two overlay figures per env next to the results (the sweep directory may not travel)."""
+    copied = []
+    for figure in sorted(source.glob("*/entropy_reward.png")) + sorted(source.glob("*/entropy_law.png")):
+        destination = target / figure.parent.name / figure.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(figure, destination)
+        copied.append(str(destination.relative_to(RESULTS.parent)))
+    return copied
 
 
 def _torch_threads() -> int:
@@ -308,7 +320,10 @@ def bench_section(data: dict[str, Any] | None, kind: str) -> str:
     ordered = {e["env"]: {m: table[e["env"]][m] for m in spec["methods"] if m in table.get(e["env"], {})}
                for e in spec["envs"] if e["env"] in table}
     lines.append(markdown_table(ordered, options).replace("### ", "#### "))
-    if data.get("plots"):
+    if meta.get("copied_plots"):
+        lines.append("Overlay plots (mean over seeds per method): "
+                     + ", ".join(f"[{Path(p).parent.name}/{Path(p).name}]({p})" for p in meta["copied_plots"]) + ".")
+    elif data.get("plots"):
         lines.append(f"Overlay plots (mean over seeds per method): {meta.get('command', '').split('--out ')[-1]}"
                      f"/plots/<env>/.")
     return "\n".join(lines) + "\n"
