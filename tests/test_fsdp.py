@@ -36,6 +36,7 @@ def _fsdp_update(rank: int, world: int, port: int, model_dir: str, algo: str, ou
     state, _ = sharding.full_state(trainer.policy.model)  # gathered onto rank 0 only
     if rank == 0:
         torch.save(state, f"{out}/rank0.pt")
+    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
     torch.distributed.destroy_process_group()
 
 
@@ -59,6 +60,7 @@ def _fsdp_run(rank: int, world: int, port: int, config: TrainConfig, resume: boo
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     Trainer(config, resume=resume).train()
+    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
     torch.distributed.destroy_process_group()
 
 
@@ -92,6 +94,16 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
 
 
 def _uneven_episodes(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    try:
+        _uneven_episodes_body(rank, world, port, model_dir, out)
+    except BaseException:  # a child's traceback is otherwise lost when its exit aborts
+        import traceback
+
+        (Path(out) / f"error{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _uneven_episodes_body(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
     from datetime import timedelta
 
     import gymnasium as gym
@@ -102,7 +114,7 @@ def _uneven_episodes(rank: int, world: int, port: int, model_dir: str, out: str)
 
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=world, timeout=timedelta(seconds=60))  # a hang fails fast
+                                         world_size=world, timeout=timedelta(seconds=300))  # a hang fails
     policy = Policy.from_pretrained(model_dir, show_progress=False, share_prompts=False)
     sharding.shard_layers(policy.model)
     policy.synced = True
@@ -114,13 +126,18 @@ def _uneven_episodes(rank: int, world: int, port: int, model_dir: str, out: str)
                             max_turns=3)
     turns = [sum(trainable for _, trainable in e.segments) for e in episodes]
     (Path(out) / f"turns{rank}.json").write_text(json.dumps(turns))
+    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_ranks_whose_episodes_end_at_different_turns_stay_in_step(random_model_dir, tmp_path):
-    mp.start_processes(_uneven_episodes, args=(2, free_port(), str(random_model_dir), str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
+    try:
+        mp.start_processes(_uneven_episodes, args=(2, free_port(), str(random_model_dir), str(tmp_path)), nprocs=2,
+                           join=True, start_method="spawn")
+    except Exception as error:
+        reports = "\n".join(f.read_text() for f in sorted(tmp_path.glob("error*.txt")))
+        raise AssertionError(f"a rank failed: {error}\n{reports}") from error
     assert json.loads((tmp_path / "turns0.json").read_text()) == [1, 1]
     assert max(json.loads((tmp_path / "turns1.json").read_text())) == 3
 
