@@ -6,14 +6,12 @@ Two CPU processes (gloo) each hold a shard of rows; every result is compared wit
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed_helpers import run_ranks
 
 import covgym.algorithms as algorithms
 from covgym.algorithms import functional as F
@@ -65,32 +63,21 @@ def results_for(inputs: dict[str, torch.Tensor], global_tokens: float) -> dict[s
     return out
 
 
-def worker(rank: int, world: int, port: int, directory: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        saved = {}
-        for seed, b, t, split in CASES:
-            inputs = case_inputs(seed, b, t)
-            rows = slice(0, split) if rank == 0 else slice(split, b)
-            shard = {key: value[rows] for key, value in inputs.items()}
-            saved[seed] = results_for(shard, float(inputs["response_mask"].sum()))
-            batch = case_batch(seed, b, t, split)
-            saved[seed].update(advantages_for(batch.select(list(range(b))[rows])))
-        torch.save(saved, Path(directory) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def worker(rank: int, world: int, directory: str) -> None:
+    saved = {}
+    for seed, b, t, split in CASES:
+        inputs = case_inputs(seed, b, t)
+        rows = slice(0, split) if rank == 0 else slice(split, b)
+        shard = {key: value[rows] for key, value in inputs.items()}
+        saved[seed] = results_for(shard, float(inputs["response_mask"].sum()))
+        batch = case_batch(seed, b, t, split)
+        saved[seed].update(advantages_for(batch.select(list(range(b))[rows])))
+    torch.save(saved, Path(directory) / f"rank{rank}.pt")
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_selection_over_two_ranks_equals_selection_over_the_whole_mini_batch(tmp_path):
-    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(worker, (str(tmp_path),), tmp_path)
     shards = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for seed, b, t, split in CASES:
         inputs = case_inputs(seed, b, t)

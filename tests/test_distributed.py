@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from distributed_helpers import run_ranks
 
 from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
@@ -57,19 +55,9 @@ def run_update(model_dir: str, algo: str, run_dir: str, rank: int, world: int) -
     return {name: p.detach().clone() for name, p in trainer.policy.model.named_parameters()}
 
 
-def _worker(rank: int, world: int, port: int, model_dir: str, algo: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
+def _worker(rank: int, world: int, model_dir: str, algo: str, out: str) -> None:
     parameters = run_update(model_dir, algo, out + "/run", rank, world)
     torch.save(parameters, f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -80,8 +68,7 @@ def test_two_gloo_processes_match_one(algo, random_model_dir, tmp_path):
     if algo not in algorithms.names():
         pytest.skip(f"{algo} not registered")
     single = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
-    mp.start_processes(_worker, args=(2, free_port(), str(random_model_dir), algo, str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
+    run_ranks(_worker, (str(random_model_dir), algo, str(tmp_path)), tmp_path)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for name, want in single.items():
         assert torch.allclose(rank0[name], rank1[name], atol=0, rtol=0), f"ranks disagree on {name}"

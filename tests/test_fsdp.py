@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from test_distributed import CASES, fixed_global_batch, free_port, make_config, run_update
+from distributed_helpers import run_ranks
+from test_distributed import CASES, fixed_global_batch, make_config, run_update
 
 from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
 
-def _fsdp_update(rank: int, world: int, port: int, model_dir: str, algo: str, out: str) -> None:
+def _fsdp_update(rank: int, world: int, model_dir: str, algo: str, out: str) -> None:
     from covgym import sharding
     from covgym.trainer import Trainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     config = make_config(model_dir, algo, out + "/run")
     trainer = Trainer(config.replace(model=dataclasses.replace(config.model, fsdp=True)))
@@ -36,16 +32,13 @@ def _fsdp_update(rank: int, world: int, port: int, model_dir: str, algo: str, ou
     state, _ = sharding.full_state(trainer.policy.model)  # gathered onto rank 0 only
     if rank == 0:
         torch.save(state, f"{out}/rank0.pt")
-    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "kl_cov"])
 def test_fsdp_update_matches_one_process(algo, random_model_dir, tmp_path):
     single = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
-    mp.start_processes(_fsdp_update, args=(2, free_port(), str(random_model_dir), algo, str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
+    run_ranks(_fsdp_update, (str(random_model_dir), algo, str(tmp_path)), tmp_path)
     rank0 = torch.load(tmp_path / "rank0.pt")
     assert set(rank0) >= set(single)
     for name, want in single.items():
@@ -53,15 +46,10 @@ def test_fsdp_update_matches_one_process(algo, random_model_dir, tmp_path):
         assert difference < 2e-5, f"{algo} ({CASES[algo]}): {name} differs from 1 process by {difference}"
 
 
-def _fsdp_run(rank: int, world: int, port: int, config: TrainConfig, resume: bool) -> None:
+def _fsdp_run(rank: int, world: int, config: TrainConfig, resume: bool) -> None:
     from covgym.trainer import Trainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
     Trainer(config, resume=resume).train()
-    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -79,9 +67,8 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
                          env=EnvConfig("covgym/NumberGuess-v0"),
                          rollout=RolloutConfig(prompts_per_step=2, group_size=2, max_new_tokens=6, max_turns=3),
                          optim=OptimConfig(lr=1e-2))
-    mp.start_processes(_fsdp_run, args=(2, free_port(), config, False), nprocs=2, join=True, start_method="spawn")
-    mp.start_processes(_fsdp_run, args=(2, free_port(), config.replace(steps=3), True), nprocs=2, join=True,
-                       start_method="spawn")
+    run_ranks(_fsdp_run, (config, False), tmp_path)
+    run_ranks(_fsdp_run, (config.replace(steps=3), True), tmp_path)
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -93,28 +80,13 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
     assert any(changed)
 
 
-def _uneven_episodes(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
-    try:
-        _uneven_episodes_body(rank, world, port, model_dir, out)
-    except BaseException:  # a child's traceback is otherwise lost when its exit aborts
-        import traceback
-
-        (Path(out) / f"error{rank}.txt").write_text(traceback.format_exc())
-        raise
-
-
-def _uneven_episodes_body(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
-    from datetime import timedelta
-
+def _uneven_episodes(rank: int, world: int, model_dir: str, out: str) -> None:
     import gymnasium as gym
 
     from covgym import sharding
     from covgym.policy import Policy, SamplingParams
     from covgym.rollout import run_episodes
 
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=world, timeout=timedelta(seconds=300))  # a hang fails
     policy = Policy.from_pretrained(model_dir, show_progress=False, share_prompts=False)
     sharding.shard_layers(policy.model)
     policy.synced = True
@@ -126,18 +98,11 @@ def _uneven_episodes_body(rank: int, world: int, port: int, model_dir: str, out:
                             max_turns=3)
     turns = [sum(trainable for _, trainable in e.segments) for e in episodes]
     (Path(out) / f"turns{rank}.json").write_text(json.dumps(turns))
-    torch.distributed.barrier()  # leave together: a peer's exit closes gloo's sockets under a busy rank
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_ranks_whose_episodes_end_at_different_turns_stay_in_step(random_model_dir, tmp_path):
-    try:
-        mp.start_processes(_uneven_episodes, args=(2, free_port(), str(random_model_dir), str(tmp_path)), nprocs=2,
-                           join=True, start_method="spawn")
-    except Exception as error:
-        reports = "\n".join(f.read_text() for f in sorted(tmp_path.glob("error*.txt")))
-        raise AssertionError(f"a rank failed: {error}\n{reports}") from error
+    run_ranks(_uneven_episodes, (str(random_model_dir), str(tmp_path)), tmp_path)
     assert json.loads((tmp_path / "turns0.json").read_text()) == [1, 1]
     assert max(json.loads((tmp_path / "turns1.json").read_text())) == 3
 
