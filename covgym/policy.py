@@ -19,8 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
-from covgym.prefix_sharing import (cache_keyword, group_prefixes, left_pad, output_cache, positions_from_mask, prefill,
-                                   shared_prefix_hidden, supports_sharing)
+from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
+                                   positions_from_mask, prefill, shared_prefix_hidden, supports_sharing)
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 logits per head chunk: 441 positions at vocabulary 151,936
 
@@ -239,15 +239,18 @@ class Policy:
                                      position_ids=positions_from_mask(attention_mask), use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
-    def _can_share(self, input_ids: Tensor, prompt_lengths: Tensor | None) -> bool:
-        """Sharing pays when some prompt repeats; HF gradient checkpointing drops caches, so not under it."""
+    def _shared_prompts(self, input_ids: Tensor, prompt_lengths: Tensor | None) -> PrefixGroups | None:
+        """The batch's distinct prompts when sharing them pays (some prompt repeats) and is exact; else None.
+
+        HF activation checkpointing drops caches under grad, so not there.
+        """
         if not (self.share_prompts and self._sharing_supported) or prompt_lengths is None \
                 or int(prompt_lengths.min()) < 1:
-            return False
+            return None
         if torch.is_grad_enabled() and self._activation_checkpointing():
-            return False
-        prompts = [tuple(input_ids[row, :int(p)].tolist()) for row, p in enumerate(prompt_lengths.tolist())]
-        return len(set(prompts)) < len(prompts)
+            return None
+        groups = group_prefixes([input_ids[row, :int(p)].tolist() for row, p in enumerate(prompt_lengths.tolist())])
+        return groups if groups.saves_work else None
 
     def _head_logits(self, hidden: Tensor) -> Tensor:
         """Temperature-scaled float32 logits for hidden states ``[..., H]`` -> ``[..., V]`` (never autocast)."""
@@ -282,8 +285,9 @@ class Policy:
         wanted[:, 0] = False
         if prompt_lengths is not None:  # prompt tokens are never scored, shared path or not
             wanted &= torch.arange(t, device=self.device)[None, :] >= prompt_lengths.to(self.device)[:, None]
-        if self._can_share(input_ids, prompt_lengths):
-            hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
+        groups = self._shared_prompts(input_ids, prompt_lengths)
+        if groups is not None:
+            hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths, groups,
                                           self.pad_token_id)  # [B, T, H], valid from each prompt's last token
         else:
             hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]

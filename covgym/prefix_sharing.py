@@ -97,17 +97,17 @@ def prefill(trunk: TrunkFn, prefixes: Sequence[Sequence[int]], index: Tensor, pa
 
 
 def shared_prefix_hidden(trunk: TrunkFn, input_ids: Tensor, attention_mask: Tensor, prompt_lengths: Tensor,
-                         pad_token_id: int) -> Tensor:
+                         groups: PrefixGroups, pad_token_id: int) -> Tensor:
     """Hidden states ``[B, T, H]`` of a right-padded batch, computing each distinct prompt only once.
 
-    Row ``b`` is ``[prompt (prompt_lengths[b] tokens) | continuation | padding]``. The result equals the trunk's
+    Row ``b`` is ``[prompt (prompt_lengths[b] tokens) | continuation | padding]``; ``groups`` holds its distinct
+    prompts (``group_prefixes`` of the rows' prompt tokens). The result equals the trunk's
     output at the last prompt token and at every continuation token; it is zero at the other prompt positions,
     so it can only be used to predict continuation tokens.
     """
     b, t = input_ids.shape
     lengths = attention_mask.long().sum(-1).tolist()  # right padding: real tokens come first
     prompt = [int(p) for p in prompt_lengths.tolist()]
-    groups = group_prefixes([input_ids[row, :prompt[row]].tolist() for row in range(b)])
     prefix_ids, prefix_mask, last_hidden, cache = prefill(trunk, groups.prefixes, groups.index, pad_token_id,
                                                           input_ids.device)
     widths = [lengths[row] - prompt[row] for row in range(b)]

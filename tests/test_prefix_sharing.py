@@ -113,17 +113,17 @@ def test_nothing_to_score_still_backpropagates_zero(random_policy):
 def test_activation_checkpointing_turns_sharing_off_under_grad(random_policy):
     prompts = [random_policy.encode_prompt("5+5=")] * 3
     batch = _batch(random_policy, prompts, [[10, 11], [12], [13, 14]])
-    assert random_policy._can_share(batch.input_ids, batch.prompt_lengths)
+    assert random_policy._shared_prompts(batch.input_ids, batch.prompt_lengths) is not None
     model = random_policy.model
     (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     random_policy.model.train()
     try:
         with torch.enable_grad():
-            assert not random_policy._can_share(batch.input_ids, batch.prompt_lengths)
+            assert random_policy._shared_prompts(batch.input_ids, batch.prompt_lengths) is None
             log_probs, _ = random_policy.score(batch.input_ids, batch.attention_mask, batch.prompt_lengths,
                                                positions=batch.response_mask)
         with torch.no_grad():
-            assert random_policy._can_share(batch.input_ids, batch.prompt_lengths)
+            assert random_policy._shared_prompts(batch.input_ids, batch.prompt_lengths) is not None
             reference, _ = random_policy.score(batch.input_ids, batch.attention_mask, positions=batch.response_mask)
         torch.testing.assert_close(log_probs.detach(), reference, atol=2e-5, rtol=1e-5)
     finally:
