@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean verl-check
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,13 @@ HYPOTHESIS_SEED ?= 0
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 
+# The real-verl adapter tests, in a venv of their own: verl pins an older transformers than covgym's main venv.
+VERL_VENV ?= .venv-verl
+verl-check:
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -c "import torch" 2>/dev/null || $(VERL_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[test]" verl
+	$(VERL_VENV)/bin/python -m pytest -q -rs tests/test_adapters_verl.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VERL_VENV) runs .pytest_cache .hypothesis
