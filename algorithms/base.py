@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.batch import RolloutBatch
 from covgym.metrics import masked_mean, token_covariance
 from covgym.algorithms.functional import (LOSS_AGG_MODES, aggregate_loss, kl_penalty, ppo_clip_token_loss,
                                           selection_count)
 
-#: Fraction of tokens whose mean covariance is reported as ``cov_topk_mean`` by algorithms that select none
+#: Fraction of tokens whose mean covariance is reported as ``minibatch_cov_topk_mean`` by algorithms that select none
 #: themselves (KL-Cov's paper setting for 7B models, k = 2e-3).
 METRIC_TOPK_RATIO = 2e-3
 
@@ -164,8 +166,9 @@ class Algorithm:
             global_token_count / global_seq_count: normalisers over the global mini-batch (data parallel): with
                 them the per-rank losses *sum* to the loss of the whole mini-batch.
         Returns:
-            ``(loss, metrics)``: ``pg_loss``, ``approx_kl``, ``clip_frac``, ``clip_frac_lower``, ``cov_mean``,
-            ``cov_topk_mean``, ``loss``, plus ``entropy`` (token mean) when given, ``kl_loss`` when used, and the
+            ``(loss, metrics)``: ``pg_loss``, ``approx_kl``, ``clip_frac``, ``clip_frac_lower``,
+            ``minibatch_cov_mean``, ``minibatch_cov_topk_mean`` (this mini-batch, current log-probs: distinct from
+            the batch statistics ``cov_mean``/``cov_topk_mean`` the trainer logs), ``loss``, plus ``entropy`` (token mean) when given, ``kl_loss`` when used, and the
             algorithm's own (``selected_metric``, ``abs_kl``).
         """
         for name, value in (("old_log_probs", old_log_probs), ("advantages", advantages),
@@ -217,7 +220,7 @@ class Algorithm:
 
     def _covariance_metrics(self, log_probs: Tensor, advantages: Tensor, mask: Tensor, maps: dict[str, Tensor]
                             ) -> dict[str, float]:
-        """``cov_mean`` over masked tokens and ``cov_topk_mean`` over the selected (or top-covariance) tokens."""
+        """``minibatch_cov_mean`` over masked tokens and ``minibatch_cov_topk_mean`` over the selected (or top-covariance) tokens."""
         covariance = maps.get("covariance")
         if covariance is None:
             covariance = token_covariance(log_probs, advantages, mask)
@@ -229,7 +232,7 @@ class Algorithm:
             topk_mean = float(top.mean()) if count else 0.0
         else:
             topk_mean = float(covariance[selected].mean()) if bool(selected.any()) else 0.0
-        metrics = {"cov_mean": float(masked_mean(covariance, mask)), "cov_topk_mean": topk_mean}
+        metrics = {"minibatch_cov_mean": float(masked_mean(covariance, mask)), "minibatch_cov_topk_mean": topk_mean}
         if self.selected_metric is not None and selected is not None:
             metrics[self.selected_metric] = float(masked_mean(selected.to(mask.dtype), mask))
         return metrics

@@ -349,18 +349,23 @@ class Trainer:
                 mini = batch.select(mine) if mine.numel() else _empty_like_row(batch)
                 mini_advantages = advantages[mine] if mine.numel() else advantages[:1] * 0
                 mini_returns = None if returns is None else (returns[mine] if mine.numel() else returns[:1] * 0)
-                measure = self.config.entropy_dynamics and epoch == 0 and piece == 0 and mine.numel() > 0
+                # the probe measures the first (on-policy) optimizer step and the last one, which is off-policy
+                # whenever there are several: KL-Cov's penalty and PPO clipping only act there
+                last = epoch == o.ppo_epochs - 1 and piece == o.mini_batches - 1
+                probe = "" if epoch == 0 and piece == 0 else ("_last" if last else None)
+                measure = self.config.entropy_dynamics and probe is not None and mine.numel() > 0
                 before = training_metrics.response_logits_sample(self.policy, mini) if measure else None
                 metrics = self._optimizer_step(mini, mini_advantages, mini_returns)
                 if before is not None and metrics.get("skipped", 0.0) == 0.0:
                     after = training_metrics.response_logits_sample(self.policy, mini, before.positions)
-                    dynamics = training_metrics.entropy_change(before, after, mini_advantages, mini)
+                    change = training_metrics.entropy_change(before, after, mini_advantages, mini)
+                    dynamics.update({f"{key}{probe}": value for key, value in change.items()})
                 collected.append(metrics)
         averaged = {key: float(np.mean([m[key] for m in collected if key in m]))
                     for key in {k for m in collected for k in m}}
         averaged["skipped_updates"] = float(sum(m.get("skipped", 0.0) for m in collected))
         averaged.pop("skipped", None)
-        return {**batch_metrics, **averaged, **dynamics}
+        return training_metrics.merge_disjoint(batch_metrics, averaged, dynamics)
 
     def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None
                         ) -> dict[str, float]:
@@ -497,11 +502,12 @@ class Trainer:
         timings = {**parallel.mean_metrics({k: v for k, v in timings.items() if k != "env_seeds"}),
                    "env_seeds": timings["env_seeds"]}
         update_metrics = parallel.mean_metrics(update_metrics)
-        return {"step": step, **rollout_metrics, **update_metrics, **timings, "time_update_s": time_update,
-                "time_step_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
-                "lr": self.scheduler.get_last_lr()[0], "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
-                "seed_envs": derive_seed(self.config.seed, step, "envs"),
-                "seed_algorithm": derive_seed(self.config.seed, step, "algorithm")}
+        step_metrics = {"step": step, "time_update_s": time_update, "time_step_s": elapsed,
+                        "tokens_per_s": tokens / max(elapsed, 1e-9), "lr": self.scheduler.get_last_lr()[0],
+                        "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
+                        "seed_envs": derive_seed(self.config.seed, step, "envs"),
+                        "seed_algorithm": derive_seed(self.config.seed, step, "algorithm")}
+        return training_metrics.merge_disjoint(step_metrics, rollout_metrics, update_metrics, timings)
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

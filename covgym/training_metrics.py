@@ -7,6 +7,7 @@ of a batch and a policy, so the trainer's loop stays readable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,6 +18,22 @@ from covgym.entropy_dynamics import (covariance_stats, entropy_change_stats, ent
 from covgym.metrics import masked_mean
 
 MAX_MEASURED_POSITIONS = 512
+
+
+def merge_disjoint(*groups: dict[str, Any]) -> dict[str, Any]:
+    """Merge metric groups into one record; a key two groups share is an error, never a silent overwrite.
+
+    Batch statistics (``cov_mean``: the whole rollout, old log-probs) and per-mini-batch loss statistics
+    (``minibatch_cov_mean``: current log-probs) are different quantities and must keep different names.
+    """
+    merged: dict[str, Any] = {}
+    for group in groups:
+        clash = merged.keys() & group.keys()
+        if clash:
+            raise KeyError(f"metric name(s) {', '.join(sorted(clash))} produced twice in one step; every "
+                           "metric group needs its own names")
+        merged.update(group)
+    return merged
 
 
 def rollout_statistics(batch: RolloutBatch) -> dict[str, float]:

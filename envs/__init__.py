@@ -25,6 +25,10 @@ ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "covgym/Dataset-v0": ("covgym.envs.dataset:DatasetEnv", "local JSONL/Parquet problems: GSM8K, MATH, AIME formats"),
     "covgym/Calculator-v0": ("covgym.envs.calculator:CalculatorEnv", "multi-turn tool use: <calc> calls, <answer>"),
     "covgym/Maze-v0": ("covgym.envs.maze:MazeEnv", "multi-turn grid navigation with walls and a step limit"),
+    "covgym/DigitSum-v0": ("covgym.envs.digit_sum:DigitSumEnv",
+                           "digits that add up to a target: many correct answers (mechanism testbed)"),
+    "covgym/DigitSumFeedback-v0": ("covgym.envs.digit_sum:DigitSumFeedbackEnv",
+                                   "multi-turn DigitSum with a checker's feedback (mechanism testbed)"),
     "covgym/NumberGuess-v0": ("covgym.envs.guessing:NumberGuessEnv", "multi-turn number guessing, higher/lower"),
 }
 

@@ -263,8 +263,8 @@ def test_clip_cov_numbers_and_metric_names():
     torch.testing.assert_close(lp.grad, torch.tensor([[0.0, 0.0, 0.0, 0.5]]))
     assert metrics["clip_cov_detached_frac"] == pytest.approx(0.25)
     assert metrics["clip_frac"] == 0.0  # the detached fraction is not PPO's clip fraction
-    assert metrics["cov_topk_mean"] == pytest.approx(2.35)
-    assert metrics["cov_mean"] == pytest.approx((2.35 + 3.45) / 4)
+    assert metrics["minibatch_cov_topk_mean"] == pytest.approx(2.35)
+    assert metrics["minibatch_cov_mean"] == pytest.approx((2.35 + 3.45) / 4)
 
 
 # ---------------------------------------------------------------------------- KL-Cov
@@ -328,7 +328,7 @@ def test_kl_cov_numbers():
     token0, token3 = -2 * math.exp(0.2), 2 * math.exp(-0.1) + 1.0 * 0.1
     assert float(loss.detach()) == pytest.approx((token0 + token3) / 4, rel=1e-5)
     assert metrics["kl_cov_penalized_frac"] == pytest.approx(0.25)
-    assert metrics["cov_topk_mean"] == pytest.approx(3.7, rel=1e-5)
+    assert metrics["minibatch_cov_topk_mean"] == pytest.approx(3.7, rel=1e-5)
     assert metrics["abs_kl"] == pytest.approx(0.3 / 4, rel=1e-5)
     loss_two, _ = algorithms.get("kl_cov")(kl_cov_ratio=0.5).policy_loss(lp, old, adv, torch.ones(1, 4))
     assert float(loss_two) == pytest.approx((token0 + 0.2 + token3) / 4, rel=1e-5)
@@ -458,8 +458,8 @@ def test_value_loss_numbers():
 
 
 # ---------------------------------------------------------------------------- metrics
-REQUIRED_METRICS = {"pg_loss", "approx_kl", "clip_frac", "clip_frac_lower", "entropy", "kl_loss", "cov_mean",
-                    "cov_topk_mean", "loss"}
+REQUIRED_METRICS = {"pg_loss", "approx_kl", "clip_frac", "clip_frac_lower", "entropy", "kl_loss", "minibatch_cov_mean",
+                    "minibatch_cov_topk_mean", "loss"}
 
 
 @pytest.mark.parametrize("name", algorithms.names())
