@@ -7,8 +7,12 @@ prompt share an id) and return one advantage per sequence ``[B]``; broadcast it 
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.algorithms.distributed import all_reduce_sum
 

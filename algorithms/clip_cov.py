@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.algorithms.base import hyperparameter, register
 from covgym.algorithms.functional import clip_cov_token_loss

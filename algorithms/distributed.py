@@ -8,9 +8,13 @@ it, the same number of times, in the same order (the losses guarantee this by ne
 
 from __future__ import annotations
 
-import torch
-import torch.distributed as dist
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from covgym.lazy import torch
+from covgym.lazy import torch_distributed as dist
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def world_size() -> int:

@@ -8,8 +8,12 @@ where ``maps`` holds boolean/float ``[B, T]`` tensors for the metrics (``clipped
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.metrics import masked_var
 from covgym.algorithms.advantages import (batch_whiten, broadcast_over_response, gae_advantages_and_returns,
@@ -93,7 +97,7 @@ def clip_cov_token_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Te
 
     Eligible tokens: mask 1, not already clipped by PPO (L2 > L1), and ``lb < cov < ub`` with
     ``cov = (A − mean A)·(logp − mean logp)`` (means over the masked tokens of the global mini-batch).
-    ``min(max(int(r·N), 1), #eligible)`` of them, drawn uniformly with ``generator``, get loss × 0.
+    ``min(max(int(r·N), 1), #eligible)`` of them (none when r = 0), drawn uniformly with ``generator``, get loss × 0.
     Maps: ``clipped``, ``selected`` (the detached tokens), ``covariance``.
     """
     ratio, _ = ratio_and_log_ratio(log_probs, old_log_probs)
@@ -112,7 +116,7 @@ def kl_cov_token_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Tens
                       kl_cov_ratio: float = 2e-4, ppo_kl_coef: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """KL-Cov (Cui et al. 2025): unclipped ``−A·ratio``, plus ``β·|logp − old_logp|`` on the top-covariance tokens.
 
-    The ``max(1, int(k·N))`` masked tokens of the global mini-batch with the largest
+    The ``max(1, int(k·N))`` masked tokens (none when k = 0) of the global mini-batch with the largest
     ``cov = (A − mean A)·(logp − mean logp)`` are penalised. Maps: ``selected``, ``covariance``, ``abs_kl``.
     """
     ratio, log_ratio = ratio_and_log_ratio(log_probs, old_log_probs)

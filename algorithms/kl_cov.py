@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.algorithms.base import hyperparameter, register
 from covgym.algorithms.functional import kl_cov_token_loss

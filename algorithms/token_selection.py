@@ -8,8 +8,12 @@ shard. The result is the same as running the selection on the concatenation of a
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from covgym.algorithms.distributed import all_reduce_sum, gather_variable
 
@@ -34,8 +38,11 @@ def covariance_terms(log_probs: Tensor, advantages: Tensor, response_mask: Tenso
 
 
 def selection_count(ratio: float, num_tokens: int) -> int:
-    """``max(int(ratio · N), 1)``: how many tokens Clip-Cov/KL-Cov act on (verl's rule)."""
-    return max(int(ratio * num_tokens), 1)
+    """``max(int(ratio · N), 1)``: how many tokens Clip-Cov/KL-Cov act on (verl's rule); 0 when ``ratio <= 0``.
+
+    A ratio of 0 means "off", as in the paper's code, rather than verl's floor of one token.
+    """
+    return max(int(ratio * num_tokens), 1) if ratio > 0 else 0
 
 
 def choose_random(eligible: Tensor, count: int, generator: torch.Generator) -> Tensor:

@@ -123,10 +123,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Defaults < --config file < flags; for --resume, the run's own config < flags."""
     from covgym.config import SECTIONS, from_dict, load_file
-    from covgym.trainer import load_run_config
 
     given = vars(args)
     if given.get("resume"):
+        from covgym.trainer import load_run_config
+
         base = load_run_config(given["resume"]).to_dict()
         allowed = {"steps", "progress", "save_every", "keep_checkpoints", "eval_every", "device"}
         changed = {k for k in given if k not in ("resume", "command", "func", "config", "verbose") and
@@ -166,9 +167,12 @@ def config_from_args(args: argparse.Namespace):
 
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    from covgym.trainer import Trainer
+    from covgym.config import validate
 
     config = config_from_args(args)
+    validate(config)  # bad values answer before torch and transformers load
+    from covgym.trainer import Trainer
+
     trainer = Trainer(config, resume=bool(args.resume))
     if trainer.is_main:
         print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
@@ -307,11 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loaded_error_types(names: Sequence[str]) -> tuple[type[BaseException], ...]:
+    """The classes ``module:Class`` of modules already imported: one never imported cannot have raised.
+
+    Importing covgym.policy/trainer/checkpoint just to catch their errors would load torch for every command.
+    """
+    found = []
+    for name in names:
+        module_name, class_name = name.split(":")
+        module = sys.modules.get(module_name)
+        if module is not None:
+            found.append(getattr(module, class_name))
+    return tuple(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from covgym.checkpoint import CheckpointError
     from covgym.config import ConfigError
-    from covgym.policy import ModelLoadError
-    from covgym.trainer import TrainingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -320,21 +335,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from transformers.utils import logging as transformers_logging
+        if "transformers" in sys.modules:  # otherwise the variable above takes effect when it is imported
+            from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()  # weight loading/saving bars drown covgym's own
+            transformers_logging.disable_progress_bar()  # weight loading/saving bars drown covgym's own
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.formatwarning = lambda message, category, *rest: f"covgym: warning: {message}\n"
     try:
         return args.func(args)
-    except (UsageError, ConfigError, ModelLoadError, KeyError, ValueError) as error:
+    except (UsageError, ConfigError, KeyError, ValueError) as error:  # covgym.policy's ModelLoadError included
         if verbose:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"covgym: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except (CheckpointError, TrainingError) as error:
+    except _loaded_error_types(("covgym.checkpoint:CheckpointError", "covgym.trainer:TrainingError")) as error:
         if verbose:
             raise
         print(f"covgym: error: {error}", file=sys.stderr)

@@ -165,10 +165,6 @@ def validate(config: TrainConfig) -> None:
     unknown = set(config.algo_params) - known_params
     _check(not unknown, "algo_params", f"{', '.join(sorted(unknown))} not hyperparameter(s) of {config.algo!r}; "
                                        f"it has: {', '.join(sorted(known_params))}")
-    try:
-        algorithm_class(**config.algo_params)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"algo_params: {error}") from None
     _check(config.env.env in describe(), "env",
            f"unknown environment {config.env.env!r}; known: {', '.join(describe())}")
     _check(isinstance(config.env.env_kwargs, dict), "env_kwargs", "must be a mapping")
@@ -209,3 +205,7 @@ def validate(config: TrainConfig) -> None:
     _check(not (group_based and r.group_size == 1), "group_size",
            f"{config.algo!r} compares responses within a group: a group size of 1 gives every response zero "
            f"advantage (use --group-size >= 2)")
+    try:  # last: an algorithm's own checks may load torch, and plain config errors should answer at once
+        algorithm_class(**config.algo_params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"algo_params: {error}") from None

@@ -6,11 +6,15 @@ probabilities are never all in memory at once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import numpy as np
-import torch
-from torch import Tensor
+from covgym.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DEFAULT_CHUNK_TOKENS = 1024
 
