@@ -97,7 +97,8 @@ def clip_cov_token_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Te
 
     Eligible tokens: mask 1, not already clipped by PPO (L2 > L1), and ``lb < cov < ub`` with
     ``cov = (A − mean A)·(logp − mean logp)`` (means over the masked tokens of the global mini-batch).
-    ``min(max(int(r·N), 1), #eligible)`` of them (none when r = 0), drawn uniformly with ``generator``, get loss × 0.
+    ``min(max(int(r·N), 1), #eligible)`` of them (none when r = 0), drawn uniformly with ``generator``, get
+    loss × 0.
     Maps: ``clipped``, ``selected`` (the detached tokens), ``covariance``.
     """
     ratio, _ = ratio_and_log_ratio(log_probs, old_log_probs)
