@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
+from covgym.algorithms.functional import LOSS_AGG_MODES
 
 B, T = 6, 9
 
@@ -177,17 +178,72 @@ def test_entropy_bonus_and_reference_kl_are_left_to_verl(fake_verl):
     torch.testing.assert_close(grpo, ppo_clip_reference(old, log_prob.detach(), advantages, mask, 0.2, 0.2, 3.0))
 
 
+def verl_agg_loss(loss_mat, loss_mask, mode, dp_size=1, batch_num_tokens=None, global_batch_size=None,
+                  loss_scale_factor=None):
+    """verl 0.9.1's ``agg_loss`` (``verl/trainer/ppo/core_algos.py``), re-derived sequence by sequence.
+
+    token-mean: Σ L·m / tokens · dp; the seq-mean modes: Σ over sequences with a token of their value / sequences
+    · dp, where a sequence's value is Σ_t L·m (token-sum), that / its token count (token-mean), or that / the
+    factor (token-sum-norm, Dr. GRPO; the factor defaults to the padded length). Counts default to the local ones.
+    """
+    tokens = float(loss_mask.sum()) if batch_num_tokens is None else float(batch_num_tokens)
+    if mode == "token-mean":
+        return sum(float(loss_mat[i, t]) for i in range(loss_mat.shape[0]) for t in range(loss_mat.shape[1])
+                   if loss_mask[i, t]) / tokens * dp_size
+    values = []
+    for i in range(loss_mat.shape[0]):
+        row = [float(loss_mat[i, t]) for t in range(loss_mat.shape[1]) if loss_mask[i, t]]
+        if not row:
+            continue  # a fully masked sequence counts for nothing
+        value = sum(row)
+        if mode == "seq-mean-token-mean":
+            value /= len(row)
+        elif mode == "seq-mean-token-sum-norm":
+            value /= loss_mask.shape[-1] if loss_scale_factor is None else loss_scale_factor
+        values.append(value)
+    sequences = len(values) if global_batch_size is None else global_batch_size
+    return sum(values) / sequences * dp_size
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+@pytest.mark.parametrize("batch_info", [{}, {"loss_scale_factor": 7.0},
+                                        {"dp_size": 4, "batch_num_tokens": 100, "global_batch_size": 24,
+                                         "loss_scale_factor": 7.0}])
+def test_every_aggregation_mode_is_verls_agg_loss(mode, batch_info):
+    """On-policy (ratio 1) the per-token loss is −A, so the loss is verl's aggregate of −A (Dr. GRPO's included)."""
+    function = adapter.verl_policy_loss("grpo")
+    old, _, advantages, mask = random_inputs(seed=6)
+    mask[2] = False  # a fully masked sequence: verl leaves it out of the sequence count
+    config = verl_config()
+    config.global_batch_info = dict(batch_info)
+    loss, _, _ = call(function, old, old.clone(), advantages, mask, loss_agg_mode=mode, config=config)
+    want = verl_agg_loss(-advantages, mask, mode, **batch_info)
+    torch.testing.assert_close(loss, torch.tensor(want), rtol=1e-5, atol=1e-6)
+
+
+def test_dp_size_without_the_global_count_is_refused_as_in_verl():
+    function = adapter.verl_policy_loss("grpo")
+    old, log_prob, advantages, mask = random_inputs(seed=10)
+    config = verl_config()
+    config.global_batch_info = {"dp_size": 2, "batch_num_tokens": int(mask.sum())}
+    with pytest.raises(ValueError, match="global_batch_size"):
+        call(function, old, log_prob, advantages, mask, loss_agg_mode="seq-mean-token-sum-norm", config=config)
+
+
 @settings(deadline=None, max_examples=25)
-@given(seed=st.integers(0, 10_000), mode=st.sampled_from(["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]),
+@given(seed=st.integers(0, 10_000),
+       mode=st.sampled_from(["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]),
        cut=st.integers(1, B - 1))
 def test_sharded_calls_with_global_batch_info_average_to_the_whole_batch(seed, mode, cut):
     """verl averages gradients over dp ranks: Σ/global_count·dp_size per rank must average to the whole loss."""
     function = adapter.verl_policy_loss("grpo")
     old, log_prob, advantages, mask = random_inputs(seed)
-    whole_loss, whole_grad, _ = call(function, old, log_prob, advantages, mask, loss_agg_mode=mode,
-                                     config=verl_config())
+    whole = verl_config()
+    whole.global_batch_info = {"loss_scale_factor": 5.0}
+    whole_loss, whole_grad, _ = call(function, old, log_prob, advantages, mask, loss_agg_mode=mode, config=whole)
     config = verl_config()
-    config.global_batch_info = {"dp_size": 2, "batch_num_tokens": int(mask.sum()), "global_batch_size": B}
+    config.global_batch_info = {"dp_size": 2, "batch_num_tokens": int(mask.sum()), "global_batch_size": B,
+                                "loss_scale_factor": 5.0}
     grads, losses = torch.zeros(B, T), []
     for rows in (slice(0, cut), slice(cut, B)):
         loss, grad, _ = call(function, old[rows], log_prob[rows], advantages[rows], mask[rows], loss_agg_mode=mode,
@@ -198,14 +254,15 @@ def test_sharded_calls_with_global_batch_info_average_to_the_whole_batch(seed, m
     torch.testing.assert_close(grads / 2, whole_grad)
 
 
-def test_seq_mean_token_sum_norm_is_verls_sum_over_sequences_divided_by_the_factor():
+def test_seq_mean_token_sum_norm_is_the_mean_over_sequences_divided_by_the_factor():
+    """verl 0.9.1's Dr. GRPO loss: (1/B)·Σ_i Σ_t L·m / factor, not the sum over sequences (B times larger)."""
     function = adapter.verl_policy_loss("grpo")
     old, _, advantages, mask = random_inputs(seed=6)
     config = verl_config()
-    config.global_batch_info = {"dp_size": 4, "loss_scale_factor": 7.0}
+    config.global_batch_info = {"loss_scale_factor": 7.0}
     loss, _, _ = call(function, old, old.clone(), advantages, mask, loss_agg_mode="seq-mean-token-sum-norm",
                       config=config)  # ratio 1: per-token loss −A
-    torch.testing.assert_close(loss, -(advantages * mask).sum() / 7.0)
+    torch.testing.assert_close(loss, -(advantages * mask).sum() / B / 7.0)
 
 
 def test_registration_can_fix_the_aggregation_mode():
@@ -213,9 +270,10 @@ def test_registration_can_fix_the_aggregation_mode():
                                                     "loss_scale_factor": 5.0})
     old, _, advantages, mask = random_inputs(seed=9)
     config = verl_config()
-    config.global_batch_info = {"dp_size": 2, "loss_scale_factor": 11.0}  # fixed values win over verl's
+    config.global_batch_info = {"dp_size": 2, "global_batch_size": 2 * B, "batch_num_tokens": 99,
+                                "loss_scale_factor": 11.0}  # fixed values win over verl's
     loss, _, _ = call(function, old, old.clone(), advantages, mask, loss_agg_mode="token-mean", config=config)
-    torch.testing.assert_close(loss, -(advantages * mask).sum() / 5.0)
+    torch.testing.assert_close(loss, -(advantages * mask).sum() / (2 * B) * 2 / 5.0)
 
 
 def test_rollout_importance_weights_are_refused_clearly():
@@ -369,3 +427,18 @@ def test_real_verl_vanilla_equals_covgym_grpo():
     ours = get_policy_loss_fn("covgym_grpo")(old_log_prob=old, log_prob=log_prob.detach(), advantages=advantages,
                                              response_mask=mask, loss_agg_mode="token-mean", config=config)
     torch.testing.assert_close(ours[0], theirs[0])
+
+
+@needs_verl
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_real_verl_agg_loss_equals_the_adapters_aggregation(mode):
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    old, _, advantages, mask = random_inputs(seed=13)
+    info = {"dp_size": 2, "batch_num_tokens": int(mask.sum()) * 2, "global_batch_size": 2 * B, "loss_scale_factor": 7}
+    config = verl_config()
+    config.global_batch_info = dict(info)
+    ours, _, _ = call(adapter.verl_policy_loss("grpo"), old, old.clone(), advantages, mask, loss_agg_mode=mode,
+                      config=config)
+    theirs = agg_loss(loss_mat=-advantages, loss_mask=mask.float(), loss_agg_mode=mode, **info)
+    torch.testing.assert_close(ours, theirs.float())

@@ -31,9 +31,11 @@ How a covgym loss maps onto verl's call:
 - The entropy bonus and the KL-to-reference term are verl's own (``actor.entropy_coeff``, ``use_kl_loss``): the
   registered losses compute the policy-gradient term only (so ``covgym_entropy_bonus`` equals ``covgym_grpo``
   there; use ``actor.entropy_coeff``).
-- Normalisation follows verl's ``agg_loss``: with ``dp_size`` ranks and global ``batch_num_tokens`` /
-  ``global_batch_size``, the loss is ``Σ/global_count · dp_size`` (verl averages gradients over ranks);
-  ``seq-mean-token-sum-norm`` is ``Σ_sequences Σ_tokens / loss_scale_factor`` as in verl.
+- Normalisation follows verl 0.9.1's ``agg_loss``: with ``dp_size`` ranks and global ``batch_num_tokens`` /
+  ``global_batch_size``, the loss is ``Σ/global_count · dp_size`` (verl averages gradients over ranks), and
+  ``seq-mean-token-sum-norm`` (Dr. GRPO) is ``seq-mean-token-sum / loss_scale_factor``: the *mean* over
+  sequences of each sequence's token sum, divided by the constant. Without the global counts the local ones are
+  used, and ``dp_size > 1`` without them is an error, as in verl.
 - Clip-Cov's and KL-Cov's token choice is made per call (one micro-batch on one rank), as verl's own versions do:
   covgym's cross-rank reductions are switched off inside verl, whose ranks need not call the loss equally often.
 - ``rollout_is_weights`` (verl's rollout importance-sampling correction) is not supported: a clear error.
@@ -112,8 +114,10 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
             kwargs["loss_scale_factor"] = float(scale_factor)
         dp_size = float(batch_info.get("dp_size") or 1)
         tokens, sequences = batch_info.get("batch_num_tokens"), batch_info.get("global_batch_size")
-        if loss_agg_mode == "seq-mean-token-sum-norm":  # verl: Σ over all sequences / factor, no mean, no dp_size
-            sequences, dp_size = 1.0, 1.0
+        needed = "batch_num_tokens" if loss_agg_mode == "token-mean" else "global_batch_size"
+        if dp_size > 1 and batch_info.get(needed) is None:  # local counts would scale the loss by dp_size wrongly
+            raise ValueError(f"{PREFIX}{name}: config.global_batch_info has dp_size {dp_size:g} but no {needed}; "
+                             f"verl's agg_loss needs the global count there too")
         with _rank_local_selection():
             loss, metrics = instance(kwargs).policy_loss(
                 log_prob, old_log_prob, advantages, response_mask,
