@@ -28,7 +28,8 @@ from covgym.tiny_model import cache_root
 CACHE_VERSION = 1  # bump when the conversion changes, so older cached directories are not reused
 CACHE_DTYPE = torch.bfloat16
 MARKER = "covgym_gguf.json"  # written last into the staging directory: its presence means the cache is complete
-GGUF_INSTALL = "pip install gguf"
+GGUF_INSTALL = "pip install gguf accelerate"  # the packages of the gguf extra: pip install "covgym[gguf]"
+GGUF_PACKAGES = ("gguf", "accelerate")  # transformers reads GGUF with gguf and refuses to without accelerate
 
 
 def cache_dir(gguf_path: str | Path) -> Path:
@@ -41,9 +42,12 @@ def cache_dir(gguf_path: str | Path) -> Path:
 
 
 def require_gguf_package(install: str = GGUF_INSTALL) -> None:
-    """``transformers`` needs the ``gguf`` package to read GGUF files; say how to get it."""
-    if importlib.util.find_spec("gguf") is None:
-        raise ValueError(f"model: reading a .gguf file needs the 'gguf' package, which is not installed: {install}")
+    """``transformers`` needs ``gguf`` and ``accelerate`` to read GGUF files; say how to get them."""
+    missing = [name for name in GGUF_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        names = " and ".join(repr(name) for name in missing)
+        raise ValueError(f"model: reading a .gguf file needs the {names} package{'s' if len(missing) > 1 else ''}, "
+                         f"which {'are' if len(missing) > 1 else 'is'} not installed: {install}")
 
 
 def dequantized_model_dir(gguf_path: str | Path, show_progress: bool = True, install: str = GGUF_INSTALL) -> Path:

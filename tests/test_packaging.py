@@ -43,3 +43,34 @@ def test_regular_wheel_install_carries_the_mapped_packages(tmp_path):
                             timeout=120, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stdout  # the installed copy, not the source tree
+
+
+def _extra(name: str) -> dict[str, "Requirement"]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {Requirement(text).name: Requirement(text) for text in extras[name]}
+
+
+def test_the_gguf_extra_installs_what_transformers_needs_to_load_a_gguf_file():
+    """``pip install covgym[gguf]`` must load a .gguf model: transformers reads it with ``gguf`` (at least its
+    GGUF_MIN_VERSION) and refuses to load it without ``accelerate``."""
+    import inspect
+
+    import transformers.modeling_utils
+    from packaging.version import Version
+    from transformers.utils import import_utils
+
+    from covgym.gguf import GGUF_PACKAGES
+
+    extra = _extra("gguf")
+    assert "gguf" in extra
+    minimum = Version(import_utils.GGUF_MIN_VERSION)
+    assert extra["gguf"].specifier.contains(minimum)
+    assert not extra["gguf"].specifier.contains(Version(f"{minimum.major}.{minimum.minor - 1}.0")), \
+        "the extra must not allow a gguf older than transformers accepts"
+    if "accelerate is required when loading a GGUF" in inspect.getsource(transformers.modeling_utils):
+        assert "accelerate" in extra
+    assert set(GGUF_PACKAGES) <= set(extra)  # what covgym checks for at run time, the extra installs
