@@ -86,7 +86,7 @@ class RolloutBatch:
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Tensor):
+            if isinstance(value, torch.Tensor):
                 kwargs[f.name] = value[index.to(value.device)]
             elif f.name == "info":
                 kwargs[f.name] = [value[i] for i in index.tolist()] if value else []
