@@ -97,7 +97,7 @@ class RolloutBatch:
     def to(self, device: torch.device | str) -> "RolloutBatch":
         return dataclasses.replace(
             self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
-                     if isinstance(getattr(self, f.name), Tensor)})
+                     if isinstance(getattr(self, f.name), torch.Tensor)})
 
     def replace(self, **changes: Any) -> "RolloutBatch":
         return dataclasses.replace(self, **changes)
