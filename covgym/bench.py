@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covgym.bench_summary import SummaryOptions, aggregate, markdown_table, mean_curves, read_records, summarize_run
+from covgym.bench_summary import (SummaryOptions, add_evaluation_before, aggregate, markdown_table, mean_curves,
+                                  paired_comparisons, read_records, summarize_run)
 from covgym.config import ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig, load_file
 
 RUN_RECORD = "bench_run.json"  # per run: status, accumulated wall time, held-out accuracy before training
@@ -63,11 +64,21 @@ class BenchSpec:
     entropy_threshold: float = 0.5
     relative_threshold: bool = True
     final_window: int = 10
+    suite: str = "default"
+    baseline: str = "grpo"  # methods are compared with it seed by seed (when it is in the sweep)
+    law_window: int = 1  # training steps averaged into one point of the entropy-law fit
+
+    def algorithm_of(self, method: str) -> tuple[str, dict]:
+        """A method label's algorithm and hyperparameters: ``method_params[label]`` may name the algorithm
+        (``algo``) so that one algorithm can appear under several settings; otherwise the label is the name."""
+        params = dict(self.method_params.get(method, {}))
+        return str(params.pop("algo", method)), params
 
     def run_config(self, env: BenchEnv, method: str, seed: int, run_dir: Path) -> TrainConfig:
         """The full training config of one run of the sweep."""
+        algo, params = self.algorithm_of(method)
         return TrainConfig(
-            algo=method, algo_params=dict(self.method_params.get(method, {})), steps=env.steps, seed=seed,
+            algo=algo, algo_params=params, steps=env.steps, seed=seed,
             run_dir=str(run_dir), save_every=self.save_every, eval_problems=self.eval_problems,
             eval_samples=self.eval_samples, tensorboard=False, progress=False,
             model=ModelConfig(model=self.model, device=self.device),
@@ -128,9 +139,35 @@ def validate_spec(spec: BenchSpec) -> None:
     if len({env.name for env in spec.envs}) != len(spec.envs):
         raise ConfigError("envs: each environment may appear once")
     spec.summary_options()  # checks threshold and window
+    if spec.law_window < 1:
+        raise ConfigError(f"law_window: must be >= 1, got {spec.law_window}")
     for env in spec.envs:
         for method in spec.methods:
             validate(spec.run_config(env, method, spec.seeds[0], Path("unused")))
+        check_equal_budgets(spec, env)
+
+
+def comparison_budget(config: TrainConfig) -> dict[str, Any]:
+    """What every method of one comparison must share: the resolved config minus the algorithm, its
+    hyperparameters and the run's own directory and seed."""
+    from covgym.trainer import resolve_config
+
+    resolved = resolve_config(config).to_dict()
+    for key in ("algo", "algo_params", "run_dir", "seed", "progress"):
+        resolved.pop(key, None)
+    return resolved
+
+
+def check_equal_budgets(spec: BenchSpec, env: BenchEnv) -> None:
+    """Refuse a sweep in which methods would get different update budgets, data or evaluation."""
+    budgets = {method: comparison_budget(spec.run_config(env, method, spec.seeds[0], Path("unused")))
+               for method in spec.methods}
+    reference_method, reference = next(iter(budgets.items()))
+    for method, budget in budgets.items():
+        differing = sorted(k for k in set(reference) | set(budget) if reference.get(k) != budget.get(k))
+        if differing:
+            raise ConfigError(f"{env.name}: {method} and {reference_method} would differ in {', '.join(differing)};"
+                              f" methods of one comparison must share everything but their own hyperparameters")
 
 
 # ------------------------------------------------------------------------------------------------- one run
@@ -290,12 +327,13 @@ def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
                 if not records:
                     continue
                 record = _read_run_record(run_dir)
-                summary = summarize_run(records, options, record.get("wall_time_s"))
+                summary = summarize_run(records, options, record.get("wall_time_s"), law_window=spec.law_window)
+                add_evaluation_before(summary, record.get("eval_before", {}))
                 status = record.get("status") or ("complete" if is_complete(run_dir, env.steps) else "partial")
-                before = record.get("eval_before", {})
                 conditions = record.get("conditions") or [{}]
-                summary.update(env=env.env, method=method, seed=seed, run_dir=str(run_dir.relative_to(out)),
-                               status=status, accuracy_before=before.get("accuracy"), error=record.get("error"),
+                algo, params = spec.algorithm_of(method)
+                summary.update(env=env.env, method=method, algo=algo, algo_params=params, seed=seed,
+                               run_dir=str(run_dir.relative_to(out)), status=status, error=record.get("error"),
                                torch_threads=conditions[-1].get("torch_threads"),
                                load_average=conditions[-1].get("load_average"))
                 runs.append(summary)
@@ -327,16 +365,21 @@ def aggregate_sweep(spec: BenchSpec, out: str | Path, plots: bool = True) -> Ben
     out = Path(out)
     runs = collect_runs(spec, out)
     table = aggregate(runs)
+    comparisons = paired_comparisons(runs, spec.baseline)
     options = spec.summary_options()
-    markdown = markdown_table(table, options) if table else "no runs with metrics yet\n"
+    markdown = (markdown_table(table, options, comparisons, spec.baseline) if table
+                else "no runs with metrics yet\n")
     written: list[Path] = []
     if plots:
         for env in spec.envs:
             curves = write_mean_curve_runs(spec, out, env)
             if curves:
                 written += plot_runs(curves, out / "plots" / env.name, labels=[c.name for c in curves])
-    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "spec": dataclasses.asdict(spec),
-               "runs": runs, "aggregate": table, "plots": [str(p.relative_to(out)) for p in written]}
+    budgets = {env.env: comparison_budget(spec.run_config(env, spec.methods[0], spec.seeds[0], Path("unused")))
+               for env in spec.envs}
+    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "suite": spec.suite, "spec": dataclasses.asdict(spec),
+               "shared_budget": budgets, "baseline": spec.baseline, "runs": runs, "aggregate": table,
+               "paired_vs_baseline": comparisons, "plots": [str(p.relative_to(out)) for p in written]}
     (out / "summary.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
     (out / "summary.md").write_text(markdown)
     return BenchResult(out, runs, table, markdown, written, {})
@@ -359,6 +402,11 @@ def _comma_list(kind: type) -> Any:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``covgym bench``: a config file and/or the sweep's main knobs (flags override the file)."""
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON bench spec (keys: the fields of BenchSpec)")
+    parser.add_argument("--suite", choices=("default", "mechanism"), default="default",
+                        help="mechanism: the testbed where entropy collapse and its controls show (tiny-digits model, "
+                             "DigitSum math + multi-turn tasks, GRPO / Clip-Cov / KL-Cov / entropy bonus and the "
+                             "entropy controls, 3 seeds, about 15 minutes on 2 cores); default: the original suite")
+    parser.add_argument("--full", action="store_true", help="with --suite mechanism: 3x longer runs and 5 seeds")
     parser.add_argument("--quick", action="store_true", help="a small sweep in minutes: 2 methods, 2 seeds, "
                                                             "a few small steps per env (default out: runs/bench-quick)")
     parser.add_argument("--out", metavar="DIR", help="sweep directory (default: runs/bench); re-running resumes it")
@@ -382,7 +430,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> BenchSpec:
     """quick/default spec < --config file < flags."""
-    spec = quick_spec() if args.quick else BenchSpec()
+    if args.suite == "mechanism":
+        if args.quick:
+            raise ConfigError("--quick is a smoke test of the default suite; the mechanism suite is already sized "
+                              "for minutes (add --full for the long version)")
+        from covgym.mechanism import mechanism_spec
+
+        spec = mechanism_spec(full=args.full)
+    elif args.full:
+        raise ConfigError("--full goes with --suite mechanism")
+    else:
+        spec = quick_spec() if args.quick else BenchSpec()
     if args.config:
         spec = spec_from_dict(load_file(args.config), spec)
     changes: dict[str, Any] = {}
@@ -417,7 +475,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = Path(args.out or ("runs/bench-quick" if args.quick else "runs/bench"))
+    default_out = {"mechanism": "runs/bench-mechanism", "mechanism-full": "runs/bench-mechanism-full"}
+    out = Path(args.out or default_out.get(spec.suite, "runs/bench-quick" if args.quick else "runs/bench"))
     if args.aggregate_only:
         validate_spec(spec)
         result = aggregate_sweep(spec, out, plots=not args.no_plots)

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from covgym.metrics import entropy_law_summary
 
-METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_k", "final_entropy", "entropy_auc",
-           "entropy_below_step", "law_a", "law_b", "law_r2", "wall_time_s")
+METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max", "initial_entropy",
+           "final_entropy", "entropy_ratio", "entropy_auc", "entropy_below_step", "distinct_correct_before",
+           "distinct_correct", "law_a", "law_b", "law_r2", "law_r2_linear", "law_forecast_r2",
+           "law_forecast_r2_linear", "wall_time_s")
+INITIAL_WINDOW = 3  # steps averaged into ``initial_entropy``
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,27 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return np.asarray(steps, dtype=float), np.asarray(values)
 
 
+def pass_at_k_of(evaluation: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"1": …, "2": …, "16": …}`` from an evaluation's ``pass@k`` entries, in increasing k."""
+    items = [(int(key[len(prefix) + 5:]), float(value)) for key, value in evaluation.items()
+             if key.startswith(prefix + "pass@") and _finite(value)]
+    return {str(k): value for k, value in sorted(items)}
+
+
+def add_evaluation_before(summary: dict[str, Any], before: dict[str, Any]) -> None:
+    """Held-out numbers before training (the trainer's first evaluation) into a run's summary."""
+    summary["accuracy_before"] = before.get("accuracy")
+    summary["pass_at_k_before"] = pass_at_k_of(before)
+    if summary["pass_at_k_before"]:
+        summary["pass_at_max_before"] = list(summary["pass_at_k_before"].values())[-1]
+    summary["distinct_correct_before"] = before.get("distinct_correct_mean")
+
+
 def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = SummaryOptions(),
-                  wall_time_s: float | None = None) -> dict[str, Any]:
+                  wall_time_s: float | None = None, law_window: int = 1) -> dict[str, Any]:
     """Per-run numbers (see the module docstring); a number that cannot be computed is ``None``."""
+    from covgym.statistics import law_comparison
+
     summary: dict[str, Any] = dict.fromkeys(METRICS)
     summary["steps_done"] = records[-1]["step"] if records else 0
     _, rewards = _series(records, "reward_mean")
@@ -85,7 +105,10 @@ def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = Summa
     if rewards.size:
         summary["final_reward"] = float(rewards[-window:].mean())
     if entropies.size:
+        summary["initial_entropy"] = float(entropies[:INITIAL_WINDOW].mean())
         summary["final_entropy"] = float(entropies[-window:].mean())
+        if summary["initial_entropy"] > 0:
+            summary["entropy_ratio"] = summary["final_entropy"] / summary["initial_entropy"]
         summary["entropy_auc"] = float(np.trapezoid(entropies, entropy_steps)) if entropies.size > 1 else 0.0
         threshold = options.entropy_threshold * (entropies[0] if options.relative_threshold else 1.0)
         below = np.nonzero(entropies < threshold)[0]
@@ -94,16 +117,19 @@ def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = Summa
     paired = [(float(r["entropy_mean"]), float(r["reward_mean"])) for r in records
               if _finite(r.get("entropy_mean")) and _finite(r.get("reward_mean"))]
     if len(paired) >= 3 and np.ptp([h for h, _ in paired]) > 0:
-        law = entropy_law_summary([h for h, _ in paired], [r for _, r in paired])
-        summary.update({key: law[key] if _finite(law[key]) else None for key in ("law_a", "law_b", "law_r2")})
+        law = law_comparison([h for h, _ in paired], [r for _, r in paired], window=law_window)
+        summary.update({key: float(value) if _finite(value) else None for key, value in law.items()})
     evaluated = [r for r in records if _finite(r.get("eval_accuracy"))]
+    summary["pass_at_k"] = {}
     if evaluated:
         last = evaluated[-1]
         summary["accuracy"] = float(last["eval_accuracy"])
-        pass_keys = sorted(k for k in last if k.startswith("eval_pass@") and _finite(last[k]))
-        if pass_keys:
-            summary["pass_at_k"] = float(last[pass_keys[-1]])
-            summary["k"] = int(pass_keys[-1].split("@")[1])
+        summary["accuracy_ci95"] = last.get("eval_accuracy_ci95")
+        summary["distinct_correct"] = last.get("eval_distinct_correct_mean")
+        summary["pass_at_k"] = pass_at_k_of(last, prefix="eval_")
+        if summary["pass_at_k"]:
+            k, value = list(summary["pass_at_k"].items())[-1]
+            summary["pass_at_max"], summary["k"] = value, int(k)
     if wall_time_s is None:
         _, times = _series(records, "time_step_s")
         wall_time_s = float(times.sum()) if times.size else None
@@ -112,17 +138,22 @@ def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = Summa
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof = 1; ``None`` below two values) over the non-missing values."""
+    """Mean, sample standard deviation (ddof = 1) and Student-t 95 % interval over the non-missing values
+    (``None`` where fewer than two values allow none)."""
+    from covgym.statistics import mean_ci
+
     present = [float(v) for v in values if v is not None and math.isfinite(v)]
-    mean = float(np.mean(present)) if present else None
+    interval = mean_ci(present)
     std = float(np.std(present, ddof=1)) if len(present) >= 2 else None
-    return {"mean": mean, "std": std, "n": len(present), "values": list(values)}
+    return {"mean": interval["mean"], "std": std, "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
+            "half_width": interval["half_width"], "n": len(present), "values": list(values)}
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{env: {method: {metric: spread}}}`` over seeds, from per-run summaries holding ``env`` and ``method``.
 
     Methods and envs keep the order in which they first appear in ``runs``; failed runs count in ``failed``.
+    ``pass_at_k_curve`` holds the spread of pass@k per k (over the seeds that have it).
     """
     table: dict[str, dict[str, dict[str, Any]]] = {}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -135,16 +166,44 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
         row["failed"] = [m.get("seed") for m in members if m.get("status") == "failed"]
         ks = {m.get("k") for m in done if m.get("k") is not None}
         row["k"] = ks.pop() if len(ks) == 1 else None
+        for key in ("pass_at_k", "pass_at_k_before"):
+            curve_ks = sorted({int(k) for m in done for k in (m.get(key) or {})})
+            row[key + "_curve"] = {str(k): spread([(m.get(key) or {}).get(str(k)) for m in done]) for k in curve_ks}
         table.setdefault(env, {})[method] = row
     return table
 
 
+#: Per-run metrics compared seed by seed against the baseline method.
+PAIRED_METRICS = ("final_entropy", "accuracy", "pass_at_max", "distinct_correct")
+
+
+def paired_comparisons(runs: list[dict[str, Any]], baseline: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{env: {method: {metric: paired difference}}}``: each method minus ``baseline`` on the same seeds."""
+    from covgym.statistics import paired_difference
+
+    by_cell: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        if run.get("status") != "failed":
+            by_cell.setdefault((run["env"], run["method"]), {})[run["seed"]] = run
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for (env, method), seeds in by_cell.items():
+        base = by_cell.get((env, baseline))
+        if method == baseline or base is None:
+            continue
+        result.setdefault(env, {})[method] = {
+            metric: paired_difference({s: r.get(metric) for s, r in seeds.items()},
+                                      {s: r.get(metric) for s, r in base.items()})
+            for metric in PAIRED_METRICS}
+    return result
+
+
 def _cell(stat: dict[str, Any], digits: int) -> str:
+    """``mean ± half-width of the 95 % CI`` (just the mean for one value, — for none)."""
     if stat["mean"] is None:
         return "—"
     text = f"{stat['mean']:.{digits}f}"
-    if stat["std"] is not None:
-        text += f" ± {stat['std']:.{digits}f}"
+    if stat.get("half_width") is not None:
+        text += f" ± {stat['half_width']:.{digits}f}"
     return text
 
 
@@ -155,33 +214,55 @@ def _threshold_cell(stat: dict[str, Any], seeds: int) -> str:
     return text if stat["n"] == seeds else f"{text} ({stat['n']}/{seeds})"
 
 
-def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: SummaryOptions) -> str:
-    """One Markdown table per environment: a row per method, ``mean ± s.d.`` over seeds."""
-    threshold = (f"{options.entropy_threshold:g}×H₀" if options.relative_threshold
-                 else f"{options.entropy_threshold:g}")
+def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: SummaryOptions,
+                   comparisons: dict[str, dict[str, dict[str, Any]]] | None = None, baseline: str = "grpo") -> str:
+    """Per environment: a row per method (mean ± 95 % CI over seeds), the law fits, and the seed-paired
+    differences against ``baseline``."""
     blocks = []
     for env, methods in table.items():
         ks = {row["k"] for row in methods.values() if row["k"] is not None}
         k = ks.pop() if len(ks) == 1 else "k"
-        header = (f"| method | seeds | final reward | accuracy before | accuracy (mean@{k}) | pass@{k} | "
-                  f"final entropy | entropy AUC | step H < {threshold} | a | b | fit R² | wall time (s) |")
+        header = (f"| method | seeds | pass@1 before | pass@1 after | pass@{k} before | pass@{k} after | "
+                  f"H first 3 steps | H last {options.final_window} | H ratio | distinct correct / problem | "
+                  f"final reward | wall (s) |")
         lines = [f"### {env}", "", header, "|" + "---|" * header.count(" | ") + "---|"]
         for method, row in methods.items():
             seeds = len(row["seeds"])
             failed = f" ({len(row['failed'])} failed)" if row["failed"] else ""
             cells = [f"| {method}", f"{seeds}{failed}"]
-            cells += [_cell(row[m], 3) for m in ("final_reward", "accuracy_before", "accuracy", "pass_at_k",
-                                                 "final_entropy")]
-            cells += [_cell(row["entropy_auc"], 1), _threshold_cell(row["entropy_below_step"], seeds),
-                      _cell(row["law_a"], 3), _cell(row["law_b"], 3), _cell(row["law_r2"], 2),
+            cells += [_cell(row[m], 3) for m in ("accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max",
+                                                 "initial_entropy", "final_entropy", "entropy_ratio")]
+            cells += [_cell(row["distinct_correct"], 2), _cell(row["final_reward"], 3),
                       _cell(row["wall_time_s"], 0)]
             lines.append(" | ".join(cells) + " |")
+        law_header = "| method | law R² (exp) | line R² | forecast R² (exp) | forecast R² (line) | a | b |"
+        lines += ["", law_header, "|---|---|---|---|---|---|---|"]
+        for method, row in methods.items():
+            lines.append(" | ".join([f"| {method}"] + [_cell(row[m], 2) for m in (
+                "law_r2", "law_r2_linear", "law_forecast_r2", "law_forecast_r2_linear")]
+                + [_cell(row["law_a"], 3), _cell(row["law_b"], 3)]) + " |")
+        paired = (comparisons or {}).get(env, {})
+        if paired:
+            lines += ["", f"Seed-paired difference from {baseline} (mean [95 % CI]):", "",
+                      f"| method | Δ final H | Δ pass@1 | Δ pass@{k} | Δ distinct correct |", "|---|---|---|---|---|"]
+            for method, diffs in paired.items():
+                cells = [f"| {method}"]
+                for metric in PAIRED_METRICS:
+                    d = diffs[metric]
+                    if d["mean"] is None:
+                        cells.append("—")
+                    elif d["half_width"] is None:
+                        cells.append(f"{d['mean']:+.3f}")
+                    else:
+                        cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+                lines.append(" | ".join(cells) + " |")
         blocks.append("\n".join(lines))
-    notes = (f"mean ± sample s.d. over seeds. final reward / entropy: mean over the last {options.final_window} "
-             f"training steps. accuracy (mean@k, the expected pass@1) and pass@k: held-out evaluation before and "
-             f"after training. entropy AUC: area under the training entropy curve (nats·steps). step H < "
-             f"{threshold}: first step below the threshold (H₀ = first-step entropy; (n/N) = only n of N seeds got "
-             f"there). a, b, R²: fit of R = −a·exp(H) + b to each run's (entropy, reward) steps.")
+    notes = (f"mean ± half-width of the Student-t 95 % confidence interval over seeds. pass@1 (= mean@n) and "
+             f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem. "
+             f"H: training token entropy, mean of the first 3 and the last {options.final_window} steps; H ratio = "
+             f"last / first. distinct correct: distinct correct answers per held-out problem among its n samples. "
+             f"Law: R = −a·exp(H) + b and the best line R = c·H + d fitted on the same (windowed) training points; "
+             f"forecast: fitted on the first half of the run, R² on the second half.")
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"
 
 

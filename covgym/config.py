@@ -56,16 +56,20 @@ class RolloutConfig:
     max_turns: int = option(16, "cap on policy turns in multi-turn environments")
     max_total_tokens: int = option(1024, "cap on an episode's total tokens (prompt + all turns)")
     filter_equal_groups: bool = option(False, "drop groups whose rewards are all equal (paper's recipe)")
+    grading_deadline_s: float = option(30.0, "seconds a step's grading may take in all (responses are graded in "
+                                             "parallel); those not graded by then score 0 and are counted in "
+                                             "grading_timeouts (0: no deadline, graded one after another)")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = option(0.0, "learning rate (0: auto — 1e-3 for the tiny model, 1e-6 otherwise)")
+    lr: float = option(0.0, "learning rate (0: auto — 1e-4 for the tiny model, 1e-3 for tiny-digits, 1e-6 "
+                            "otherwise)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
     ppo_epochs: int = option(1, "passes over each rollout")
-    mini_batches: int = option(0, "optimizer steps per pass over a rollout (0: auto — 1, or 4 for methods that "
-                                  "are a no-op on a fully on-policy mini-batch such as kl_cov)")
+    mini_batches: int = option(0, "optimizer steps per pass over a rollout (0: auto — 4 for every algorithm, so "
+                                  "methods compared at their defaults get the same update budget)")
     warmup_steps: int = option(0, "linear learning-rate warm-up, in training steps")
     max_consecutive_skips: int = option(5, "stop after this many consecutive updates skipped as non-finite")
 
@@ -182,6 +186,7 @@ def validate(config: TrainConfig) -> None:
     _check(0 < r.top_p <= 1, "top_p", f"must be in (0, 1], got {r.top_p}")
     _check(r.max_turns >= 1, "max_turns", f"must be >= 1, got {r.max_turns}")
     _check(r.max_total_tokens >= 2, "max_total_tokens", f"must be >= 2, got {r.max_total_tokens}")
+    _check(r.grading_deadline_s >= 0, "grading_deadline_s", f"must be >= 0 (0 = none), got {r.grading_deadline_s}")
     _check(o.lr >= 0, "lr", f"must be >= 0 (0 = auto), got {o.lr}")
     _check(o.weight_decay >= 0, "weight_decay", f"must be >= 0, got {o.weight_decay}")
     _check(o.grad_clip >= 0, "grad_clip", f"must be >= 0, got {o.grad_clip}")

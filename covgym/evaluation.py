@@ -40,13 +40,16 @@ def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
 
 def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: list[gym.Env] | None = None,
              batch_problems: int = 64) -> dict[str, float]:
-    """Accuracy (mean@k), pass@k, mean token entropy and response length on ``spec.problems`` test problems."""
+    """Accuracy (mean@k) and its 95 % CI over problems, pass@1, 2, 4, …, k, the mean number of distinct correct
+    answers per problem among its k samples, mean token entropy and response length on ``spec.problems``
+    test problems."""
     if spec.problems == 0:
         return {}
     k = spec.samples
     rng = np.random.default_rng(spec.seed)
     problem_seeds = rng.integers(0, 2**31 - 1, size=spec.problems).tolist()
     correct_per_problem: list[int] = []
+    distinct_correct: list[int] = []
     entropy_sum, token_count, length_sum, sequences = 0.0, 0.0, 0.0, 0
     batch_problems = max(1, min(batch_problems, spec.problems))
     envs = envs or make_eval_envs(spec, batch_problems * k)
@@ -62,12 +65,32 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
         sequences += len(episodes)
         for index in range(len(seeds)):
             group = episodes[index * k:(index + 1) * k]
-            correct_per_problem.append(sum(bool(e.info.get("correct", False)) for e in group))
+            solved = [e for e in group if e.info.get("correct", False)]
+            correct_per_problem.append(len(solved))
+            distinct_correct.append(len({e.texts[-1].strip() for e in solved if e.texts}))  # diversity kept
     accuracy = sum(correct_per_problem) / (len(correct_per_problem) * k)
     return {
         "accuracy": accuracy,
-        f"pass@{k}": float(np.mean([pass_at_k(k, c, k) for c in correct_per_problem])),
+        "accuracy_ci95": ci95_half_width([c / k for c in correct_per_problem]),
+        **pass_at_k_curve(k, correct_per_problem),
+        "distinct_correct_mean": float(np.mean(distinct_correct)),
         "entropy_mean": entropy_sum / max(token_count, 1.0),
         "response_length_mean": length_sum / max(sequences, 1),
     }
+
+
+def pass_at_k_curve(num_samples: int, correct_per_problem: list[int]) -> dict[str, float]:
+    """``pass@k`` for k = 1, 2, 4, … up to ``num_samples`` (and ``num_samples`` itself), averaged over problems,
+    each from all n samples with the unbiased estimator — so pass@1 is mean@n, not the first sample's grade."""
+    ks = sorted({2**i for i in range(num_samples.bit_length()) if 2**i <= num_samples} | {num_samples})
+    return {f"pass@{k}": float(np.mean([pass_at_k(num_samples, c, k) for c in correct_per_problem])) for k in ks}
+
+
+def ci95_half_width(values: list[float]) -> float:
+    """Half-width of the Student-t 95 % confidence interval of the mean of ``values`` (nan below 2 values)."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
 

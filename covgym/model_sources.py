@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covgym.tiny_model import TINY_MODEL_ALIAS, ensure_tiny_model
+from covgym.tiny_model import DIGITS_MODEL_ALIAS, DIGITS_MODEL_SPEC, TINY_MODEL_ALIAS, ensure_tiny_model
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ def resolve_model(name_or_path: str, show_progress: bool = True) -> ModelSource:
         raise ValueError("model must be a non-empty name or path (default: 'tiny')")
     if name_or_path == TINY_MODEL_ALIAS:
         return ModelSource(str(ensure_tiny_model(show_progress=show_progress)), description="built-in tiny model")
+    if name_or_path == DIGITS_MODEL_ALIAS:
+        return ModelSource(str(ensure_tiny_model(DIGITS_MODEL_SPEC, show_progress=show_progress)),
+                           description="built-in tiny model of the mechanism testbed (DigitSum)")
     if name_or_path in ALIASES:
         return ALIASES[name_or_path](show_progress)
     path = Path(os.path.expanduser(name_or_path))
@@ -53,6 +56,6 @@ def resolve_model(name_or_path: str, show_progress: bool = True) -> ModelSource:
         raise ValueError(f"model path {str(path)!r} is neither a model directory nor a .gguf file")
     if _looks_like_hub_id(name_or_path):
         return ModelSource(name_or_path, description="hub id")
-    known = ", ".join([TINY_MODEL_ALIAS, *sorted(ALIASES)])
+    known = ", ".join([TINY_MODEL_ALIAS, DIGITS_MODEL_ALIAS, *sorted(ALIASES)])
     raise ValueError(f"model {name_or_path!r} not found: not a local path, not a hub id (owner/name), "
                      f"not an alias ({known})")

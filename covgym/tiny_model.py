@@ -44,10 +44,24 @@ class TinyModelSpec:
     sft_learning_rate: float = 3e-3
     sft_label_noise: float = 0.4
     seed: int = 0
+    recipe: str = "answer"  # "answer": one gold answer per problem; "digit_sum": the mechanism testbed's tasks
 
     def key(self) -> str:
-        payload = json.dumps({**dataclasses.asdict(self), "version": _SPEC_VERSION}, sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["recipe"] == "answer":  # added later: leaving it out keeps the keys of existing caches
+            del fields["recipe"]
+        payload = json.dumps({**fields, "version": _SPEC_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+#: The mechanism testbed's model (``--model tiny-digits``): the same architecture, warm-started on
+#: ``covgym/DigitSum-v0`` and ``covgym/DigitSumFeedback-v0`` demonstrations, a fraction of them near misses.
+DIGITS_MODEL_ALIAS = "tiny-digits"
+DIGITS_MODEL_SPEC = TinyModelSpec(env_id="covgym/DigitSum-v0", recipe="digit_sum", sft_steps=1200,
+                                  sft_label_noise=0.5)
+
+#: A segment of a demonstration: text and whether the loss applies to it; ``None`` text stands for <eos>.
+Segment = tuple["str | None", bool]
 
 
 def cache_root() -> Path:
@@ -82,7 +96,12 @@ def build_untrained(spec: TinyModelSpec, vocab_size: int, pad_id: int, eos_id: i
     return LlamaForCausalLM(config)
 
 
-def _solved_examples(spec: TinyModelSpec, count: int, seed: int) -> list[tuple[str, str]]:
+def _solved_examples(spec: TinyModelSpec, count: int, seed: int) -> list[list[Segment]]:
+    """Demonstrations as segments: the prompt (no loss), then the answer and <eos> (loss)."""
+    if spec.recipe == "digit_sum":
+        return _digit_sum_examples(spec, count, seed)
+    if spec.recipe != "answer":
+        raise ValueError(f"unknown tiny-model recipe {spec.recipe!r} (known: answer, digit_sum)")
     import gymnasium as gym
 
     import covgym.envs  # noqa: F401  (registers ids)
@@ -95,12 +114,51 @@ def _solved_examples(spec: TinyModelSpec, count: int, seed: int) -> list[tuple[s
         answer = info["answer"]
         if rng.random() < spec.sft_label_noise:  # a near miss: the warm start stays uncertain, as SFT'd LMs are
             answer = str(int(answer) + int(rng.choice([-2, -1, 1, 2])))
-        examples.append((prompt, " " + answer))
+        examples.append([(prompt, False), (" " + answer, True), (None, True)])
     return examples
 
 
+def _digit_sum_examples(spec: TinyModelSpec, count: int, seed: int) -> list[list[Segment]]:
+    """Half single-turn DigitSum answers, half DigitSumFeedback transcripts (a wrong first attempt, the checker's
+    reply, the repaired attempt). Correct answers are uniform over all solutions, so the warm start is diverse; a
+    fraction ``sft_label_noise`` of answers and first attempts are near misses, so it is also often wrong."""
+    from covgym.envs.digit_sum import DigitSumEnv, DigitSumFeedbackEnv, check
+
+    single = DigitSumEnv(split="train", **dict(spec.env_kwargs))
+    feedback = DigitSumFeedbackEnv(split="train", **dict(spec.env_kwargs))
+    rng = np.random.default_rng(seed)
+    examples: list[list[Segment]] = []
+    for index in range(count):
+        env = single if index % 2 == 0 else feedback
+        env.reset(seed=seed * 1_000_003 + index)
+        problem = env.problem
+        noisy = rng.random() < spec.sft_label_noise
+        attempt = env.sample_near_miss(problem, rng) if noisy else env.sample_solution(problem, rng)
+        if env is single:
+            examples.append([(problem.prompt, False), (attempt, True), (None, True)])
+            continue
+        segments: list[Segment] = [(problem.prompt, False), (attempt + "\n", True)]
+        correct, verdict = check(attempt, problem)
+        if not correct:
+            repaired = DigitSumFeedbackEnv.repair(attempt, problem) or env.sample_solution(problem, rng)
+            segments += [(f"{verdict}. Try:", False), (repaired + "\n", True)]
+        examples.append(segments)
+    return examples
+
+
+def _encode_example(tokenizer, segments: list[Segment]) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 where no loss applies) of one demonstration."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segments:
+        piece = [tokenizer.eos_token_id] if text is None else tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if trained else [-100] * len(piece)
+    return ids, labels
+
+
 def supervised_warm_start(model, tokenizer, spec: TinyModelSpec, show_progress: bool = True) -> None:
-    """Train on ``prompt + " " + answer + <eos>`` with the loss on the answer tokens only."""
+    """Train on the demonstrations with the loss on the policy's own tokens only (answers, attempts, <eos>)."""
     from tqdm.auto import tqdm
 
     generator = torch.Generator().manual_seed(spec.seed)
@@ -112,18 +170,16 @@ def supervised_warm_start(model, tokenizer, spec: TinyModelSpec, show_progress: 
     order = torch.randperm(len(examples), generator=generator).tolist()
     bar = tqdm(range(spec.sft_steps), desc="building tiny model (SFT warm start)", disable=not show_progress)
     for step in bar:
-        chunk = [examples[i] for i in order[step * spec.sft_batch_size:(step + 1) * spec.sft_batch_size]]
-        prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in chunk]
-        answers = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for _, a in chunk]
-        length = max(len(p) + len(a) for p, a in zip(prompts, answers))
+        chunk = [_encode_example(tokenizer, examples[i])
+                 for i in order[step * spec.sft_batch_size:(step + 1) * spec.sft_batch_size]]
+        length = max(len(ids) for ids, _ in chunk)
         input_ids = torch.full((len(chunk), length), tokenizer.pad_token_id)
         labels = torch.full((len(chunk), length), -100)
         attention = torch.zeros((len(chunk), length), dtype=torch.long)
-        for row, (p, a) in enumerate(zip(prompts, answers)):
-            sequence = p + a
-            input_ids[row, :len(sequence)] = torch.tensor(sequence)
-            labels[row, len(p):len(sequence)] = torch.tensor(a)
-            attention[row, :len(sequence)] = 1
+        for row, (ids, row_labels) in enumerate(chunk):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            labels[row, :len(ids)] = torch.tensor(row_labels)
+            attention[row, :len(ids)] = 1
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -29,12 +29,18 @@ from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
-from covgym.tiny_model import TINY_MODEL_ALIAS
+from covgym.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
 from covgym import parallel, sharding, training_metrics
 
 logger = logging.getLogger("covgym")
 
 _PURPOSES = {"rollout": 1, "envs": 2, "minibatch": 3, "algorithm": 4}
+
+#: Auto learning rate of the built-in models: one at which GRPO improves held-out accuracy on the model's own
+#: task (measured: docs/benchmarks.md); any other model gets 1e-6.
+AUTO_LR = {TINY_MODEL_ALIAS: 1e-4, DIGITS_MODEL_ALIAS: 1e-3}
+#: Auto optimizer steps per rollout, for every algorithm (KL-Cov and PPO clipping act only off-policy).
+AUTO_MINI_BATCHES = 4
 
 
 class TrainingError(RuntimeError):
@@ -63,7 +69,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """
     optim, rollout = config.optim, config.rollout
     algorithm_class = algorithms.get(config.algo)
-    tiny = config.model.model == TINY_MODEL_ALIAS
+    tiny = config.model.model in AUTO_LR
     if rollout.prompts_per_step == 0:
         rollout = dataclasses.replace(rollout, prompts_per_step=16 if tiny else 8)
     if rollout.group_size == 0:
@@ -71,11 +77,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     eval_problems = config.eval_problems if config.eval_problems >= 0 else (64 if tiny else 16)
     config = config.replace(rollout=rollout, eval_problems=eval_problems)
     if optim.lr == 0.0:
-        optim = dataclasses.replace(optim, lr=1e-3 if tiny else 1e-6)
-    if optim.mini_batches == 0:
+        optim = dataclasses.replace(optim, lr=AUTO_LR.get(config.model.model, 1e-6))
+    if optim.mini_batches == 0:  # the same for every algorithm: methods compared at defaults get equal budgets
         batch = config.rollout.prompts_per_step * config.rollout.group_size
-        optim = dataclasses.replace(optim, mini_batches=min(4, batch) if algorithm_class.needs_off_policy_minibatches
-                                    else 1)
+        optim = dataclasses.replace(optim, mini_batches=min(AUTO_MINI_BATCHES, batch))
     algo_params = dict(config.algo_params)
     algorithm = algorithm_class(**algo_params)
     if algorithm.loss_agg_mode == "seq-mean-token-sum-norm" and algorithm.loss_scale_factor is None:
@@ -299,7 +304,8 @@ class Trainer:
         self._sync_sampler()
         batch, stats = collect_rollout(self.policy, self.envs, env_seeds, group_ids, self.sampling,
                                        seed=derive_seed(self.config.seed, step, "rollout") + self.rank,
-                                       max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
+                                       max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
+                                       grading_deadline_s=r.grading_deadline_s)
         started = time.perf_counter()
         with torch.no_grad():
             if self.reference is not None:

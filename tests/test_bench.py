@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as scipy_stats
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -44,7 +45,9 @@ def test_summarize_run_matches_hand_computation():
     assert summary["final_entropy"] == pytest.approx((0.4 + 0.3) / 2)
     assert summary["entropy_auc"] == pytest.approx((1.0 + 0.8) / 2 + (0.8 + 0.4) / 2 + (0.4 + 0.3) / 2)
     assert summary["entropy_below_step"] == 3  # 0.4 < 0.5 × 1.0; 0.8 is not
-    assert summary["accuracy"] == 0.5 and summary["pass_at_k"] == 0.75 and summary["k"] == 4
+    assert summary["accuracy"] == 0.5 and summary["pass_at_k"] == {"4": 0.75} and summary["k"] == 4
+    assert summary["pass_at_max"] == 0.75
+    assert summary["initial_entropy"] == pytest.approx((1.0 + 0.8 + 0.4) / 3)
     a, b = _hand_law(ENTROPY, REWARD)
     assert summary["law_a"] == pytest.approx(a, rel=1e-4) and summary["law_b"] == pytest.approx(b, rel=1e-4)
     assert summary["wall_time_s"] == pytest.approx(4 * 0.5)  # no measured wall time: the steps' own times
@@ -63,7 +66,7 @@ def test_summary_skips_missing_and_non_finite_values():
     summary = summarize_run(records, SummaryOptions(final_window=10))
     assert summary["final_entropy"] == pytest.approx(np.mean([1.0, 0.4, 0.3]))
     assert summary["entropy_auc"] == pytest.approx((1.0 + 0.4) / 2 * 2 + (0.4 + 0.3) / 2)
-    assert summary["accuracy"] is None and summary["pass_at_k"] is None
+    assert summary["accuracy"] is None and summary["pass_at_k"] == {} and summary["pass_at_max"] is None
 
 
 @settings(deadline=None, max_examples=60)
@@ -130,7 +133,11 @@ def test_aggregate_sweep_writes_table_json_and_plots_from_synthetic_runs(tmp_pat
     assert row["law_a"]["mean"] == pytest.approx(np.mean(a_values), rel=1e-4)
     markdown = (tmp_path / "summary.md").read_text()
     assert markdown == result.markdown
-    assert f"| grpo | 2 | {np.mean(finals):.3f} ± {np.std(finals, ddof=1):.3f} |" in markdown
+    half_width = scipy_stats.t.ppf(0.975, 1) * np.std([0.5, 0.6], ddof=1) / np.sqrt(2)
+    assert f"| grpo | 2 | 0.250 ± 0.000 | 0.550 ± {half_width:.3f} |" in markdown  # before, then after with its 95 % CI
+    assert "Seed-paired difference from grpo" in markdown and "| kl_cov | " in markdown.split("Seed-paired")[1]
+    paired = data["paired_vs_baseline"]["covgym/Arithmetic-v0"]["kl_cov"]["accuracy"]
+    assert paired["mean"] == pytest.approx(0.0) and paired["seeds"] == [0, 1]
     assert "| kl_cov | 2 |" in markdown and "### covgym/Arithmetic-v0" in markdown
     assert (tmp_path / "plots" / "Arithmetic-v0" / "entropy_reward.png").stat().st_size > 0
 
