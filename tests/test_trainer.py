@@ -82,3 +82,34 @@ def test_kl_cov_without_off_policy_minibatches_warns(tmp_path, tiny_model_path):
     config = config.replace(optim=OptimConfig(lr=1e-4, mini_batches=1))
     with pytest.warns(UserWarning, match="no effect on a fully on-policy mini-batch"):
         Trainer(config)
+
+
+def test_metric_groups_may_not_share_a_name():
+    from covgym.training_metrics import merge_disjoint
+
+    assert merge_disjoint({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+    with pytest.raises(KeyError, match="cov_mean"):
+        merge_disjoint({"cov_mean": 0.046}, {"cov_mean": -0.065})
+
+
+def test_logged_cov_mean_is_the_documented_batch_statistic(tmp_path, tiny_model_path, monkeypatch):
+    """docs/entropy.md: ``cov_mean`` is the whole batch's Cov(log π_old, A); several mini-batches must not
+    overwrite it with a loss's per-mini-batch value (which is logged as ``minibatch_cov_mean``)."""
+    from covgym.entropy_dynamics import covariance_stats
+
+    config = small_config(tmp_path, str(tiny_model_path), "kl_cov", steps=1)
+    config = config.replace(optim=OptimConfig(lr=1e-3, mini_batches=4))
+    trainer = Trainer(config)
+    seen = {}
+    original = trainer.update
+
+    def update(batch, step):
+        advantages = trainer.algorithm.advantages(batch)
+        seen["expected"] = covariance_stats(batch.old_log_probs, advantages, batch.response_mask)["cov_mean"]
+        return original(batch, step)
+
+    monkeypatch.setattr(trainer, "update", update)
+    record = trainer.train().history[0]
+    assert record["cov_mean"] == pytest.approx(seen["expected"], rel=1e-6, abs=1e-9)
+    assert "minibatch_cov_mean" in record
+    assert "dH_actual_mean_last" in record  # the probe also measures the last, off-policy mini-batch
