@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from covgym.dropout import disable_dropout
 from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
 from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
@@ -47,7 +48,9 @@ class Policy:
     """A causal LM + tokenizer with batched sampling (KV cache) and chunked scoring.
 
     Args:
-        model: any ``PreTrainedModel`` with a causal LM head.
+        model: any ``PreTrainedModel`` with a causal LM head. Its dropout is turned off in place
+            (``covgym.dropout``): a policy-gradient ratio needs the update's log π and the rollout's log π_old to
+            be the same function.
         tokenizer: its tokenizer (needs a pad or eos token).
         temperature: the sampling temperature, also applied when scoring.
         use_chat_template: render prompts through the tokenizer's chat template (instruct models).
@@ -67,6 +70,7 @@ class Policy:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
+        disable_dropout(model)  # log π (train mode) and log π_old (eval mode) must be the same function
         self.tokenizer = tokenizer
         self.temperature = float(temperature)
         self.use_chat_template = use_chat_template
