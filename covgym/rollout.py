@@ -18,6 +18,7 @@ import torch
 from covgym import parallel
 from covgym.batch import RolloutBatch
 from covgym.policy import Policy, SamplingParams
+from covgym.stepping import settle, step_envs
 
 DEFAULT_MAX_TURNS = 16
 
@@ -50,12 +51,18 @@ class RolloutStats:
     time_env_s: float = 0.0
     time_score_s: float = 0.0
     turns: int = 0
+    grading_timeouts: int = 0
 
 
 def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[int], sampling: SamplingParams,
                  seed: int, max_turns: int = DEFAULT_MAX_TURNS, max_total_tokens: int | None = None,
-                 stats: RolloutStats | None = None) -> list[Episode]:
-    """Play one episode in each env (reset with its seed); returns the episodes as token segments."""
+                 stats: RolloutStats | None = None, grading_deadline_s: float | None = None) -> list[Episode]:
+    """Play one episode in each env (reset with its seed); returns the episodes as token segments.
+
+    ``grading_deadline_s`` bounds the time all ``env.step`` calls of the episodes take together; the envs of a
+    turn then step in parallel, and a response not graded in time scores 0 and ends its episode with
+    ``info["grading_timeout"]`` set (``covgym.stepping``). None or 0: no deadline, envs step one after another.
+    """
     stats = stats or RolloutStats()
     if len(envs) != len(env_seeds):
         raise ValueError(f"got {len(envs)} envs but {len(env_seeds)} seeds")
@@ -63,9 +70,11 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
     episodes: list[Episode] = []
     started = time.perf_counter()
     for env, env_seed in zip(envs, env_seeds):
+        settle(env)
         observation, info = env.reset(seed=int(env_seed))
         episodes.append(Episode(prompt_ids=policy.encode_prompt(observation), info=dict(info)))
     stats.time_env_s += time.perf_counter() - started
+    grading_left = grading_deadline_s or None
 
     for turn in range(max_turns):
         active = [i for i, episode in enumerate(episodes) if not episode.done]
@@ -77,14 +86,21 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
                                     seed=seed * 1009 + turn)
         stats.time_generate_s += time.perf_counter() - started
         started = time.perf_counter()
-        for index, response_ids in zip(active, responses):
+        texts = [policy.decode(response_ids) for response_ids in responses]
+        deadline_at = None if grading_left is None else time.monotonic() + max(grading_left, 0.0)
+        results = step_envs([envs[index] for index in active], texts, deadline_at)
+        if grading_left is not None:
+            grading_left -= time.perf_counter() - started
+        for index, response_ids, text, result in zip(active, responses, texts, results):
             episode = episodes[index]
-            text = policy.decode(response_ids)
             episode.segments.append((response_ids, True))
             episode.texts.append(text)
-            observation, reward, terminated, truncated, info = envs[index].step(text)
-            episode.reward += float(reward)
-            episode.info.update(info)
+            observation, terminated, truncated = result.observation, result.terminated, result.truncated
+            episode.reward += float(result.reward)
+            episode.info.update(result.info)
+            if result.timed_out:
+                stats.grading_timeouts += 1
+                terminated, truncated = False, True  # not graded in time: the episode ends here, scored 0
             too_long = max_total_tokens is not None and episode.length >= max_total_tokens
             if terminated or truncated or too_long or turn == max_turns - 1:
                 episode.done = True
@@ -139,11 +155,12 @@ def score_batch(policy: Policy, batch: RolloutBatch, micro_batch_size: int | Non
 
 def collect_rollout(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[int], group_ids: Sequence[int],
                     sampling: SamplingParams, seed: int, max_turns: int = DEFAULT_MAX_TURNS,
-                    max_total_tokens: int | None = None, micro_batch_size: int | None = None
-                    ) -> tuple[RolloutBatch, RolloutStats]:
+                    max_total_tokens: int | None = None, micro_batch_size: int | None = None,
+                    grading_deadline_s: float | None = None) -> tuple[RolloutBatch, RolloutStats]:
     """Episodes in every env, packed and scored: the batch an algorithm trains on."""
     stats = RolloutStats()
-    episodes = run_episodes(policy, envs, env_seeds, sampling, seed, max_turns, max_total_tokens, stats)
+    episodes = run_episodes(policy, envs, env_seeds, sampling, seed, max_turns, max_total_tokens, stats,
+                            grading_deadline_s)
     batch = pack_episodes(episodes, group_ids, policy.pad_token_id)
     started = time.perf_counter()
     batch = score_batch(policy, batch, micro_batch_size)

@@ -37,7 +37,7 @@ def merge_disjoint(*groups: dict[str, Any]) -> dict[str, Any]:
 
 
 def rollout_statistics(batch: RolloutBatch) -> dict[str, float]:
-    """Reward, accuracy, entropy (mean and percentiles) and length of a rollout."""
+    """Reward, accuracy, entropy (mean and percentiles), length, and responses not graded in time."""
     mask = batch.response_mask
     correct = [bool(info.get("correct", False)) for info in batch.info]
     lengths = mask.sum(-1)
@@ -49,6 +49,7 @@ def rollout_statistics(batch: RolloutBatch) -> dict[str, float]:
         "response_length_mean": float(lengths.mean()),
         "response_length_max": float(lengths.max()),
         "num_sequences": float(batch.batch_size),
+        "grading_timeouts": float(sum(bool(info.get("grading_timeout", False)) for info in batch.info)),
     }
 
 
