@@ -226,9 +226,30 @@ def _check_same_config(run_dir: Path, config: TrainConfig) -> None:
                           f"--out or delete that directory")
 
 
-def run_one(config: TrainConfig, on_step: Any = None) -> str:
+def initial_evaluation(config: TrainConfig, path: Path) -> dict[str, Any]:
+    """The held-out evaluation of the untrained model for a run's env and seed, computed once and stored at
+    ``path``: it depends on the model, env, evaluation settings and seed but not on the method, so every method
+    of a seed shares it exactly (the same weights and the same sampling seed give the same samples)."""
+    from covgym.trainer import Trainer
+
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass  # cut short by a crash: compute it again
+    result = Trainer(config.replace(run_dir=str(path.parent / "unused"))).evaluate()
+    from covgym.checkpoint import atomic_write
+
+    payload = json.dumps(result, indent=2, sort_keys=True).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(payload))
+    return result
+
+
+def run_one(config: TrainConfig, on_step: Any = None, eval_before: dict[str, Any] | None = None) -> str:
     """Train one run of the sweep unless it is complete; returns ``"done"``, ``"ran"``, ``"resumed"`` or
-    ``"failed"``. Wall time accumulates over attempts in ``bench_run.json``."""
+    ``"failed"``. Wall time accumulates over attempts in ``bench_run.json``. ``eval_before``, when given, is used
+    as the run's evaluation before training instead of evaluating again (see ``initial_evaluation``)."""
     from covgym.checkpoint import list_checkpoints
     from covgym.trainer import Trainer, TrainingError
 
@@ -237,11 +258,20 @@ def run_one(config: TrainConfig, on_step: Any = None) -> str:
         return "done"
     _check_same_config(run_dir, config)
     resume = bool(list_checkpoints(run_dir))
+    if resume:
+        eval_before = None  # the checkpoint holds it, and the first evaluation of a resumed run is a later one
     record = _read_run_record(run_dir) if resume else {}
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # started but never checkpointed: nothing worth keeping
 
     class SweepTrainer(Trainer):
+        def evaluate(self) -> dict[str, float]:
+            nonlocal eval_before
+            if eval_before is not None:
+                shared, eval_before = eval_before, None
+                return dict(shared)
+            return super().evaluate()
+
         def train_step(self, step: int) -> dict[str, Any]:
             result = super().train_step(step)
             if on_step is not None:
@@ -285,15 +315,84 @@ def _steps_done(run_dir: Path) -> int:
     return records[-1]["step"] if records else 0
 
 
-def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bool = True) -> BenchResult:
-    """Train every (env, method, seed) not yet complete under ``out``, then aggregate. Returns the aggregate."""
+def _initial_evaluation_path(out: Path, env: BenchEnv, seed: int) -> Path:
+    return out / env.name / "initial_evaluation" / f"seed{seed}.json"
+
+
+def _evaluate_cell(config: TrainConfig, path: str, threads: int) -> str:
+    """Worker: one initial evaluation (a separate process, ``threads`` torch threads)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    initial_evaluation(config, Path(path))
+    return path
+
+
+def _run_cell(config: TrainConfig, eval_before: dict[str, Any] | None, threads: int) -> str:
+    """Worker: one run of the sweep (a separate process, ``threads`` torch threads)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_one(config, eval_before=eval_before)
+
+
+def _run_parallel(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, int]], jobs: int,
+                  progress: bool) -> dict[str, str]:
+    """Initial evaluations, then every run, ``jobs`` processes at a time with one torch thread each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    statuses: dict[str, str] = {}
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        firsts = {(env.env, seed): spec.run_config(env, spec.methods[0], seed, run_dir_for(out, env, spec.methods[0],
+                                                                                            seed))
+                  for env, _, seed in cells}
+        paths = {key: _initial_evaluation_path(out, next(e for e in spec.envs if e.env == key[0]), key[1])
+                 for key in firsts}
+        futures = [pool.submit(_evaluate_cell, firsts[key], str(paths[key]), 1) for key in firsts]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="bench: initial evaluations",
+                           disable=not progress, dynamic_ncols=True):
+            future.result()
+        submitted = {}
+        for env, method, seed in cells:
+            run_dir = run_dir_for(out, env, method, seed)
+            before = json.loads(paths[(env.env, seed)].read_text())
+            submitted[pool.submit(_run_cell, spec.run_config(env, method, seed, run_dir), before, 1)] = run_dir
+        with tqdm(total=len(submitted), desc=f"bench: runs ({jobs} at a time)", unit="run", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for future in as_completed(submitted):
+                run_dir = submitted[future]
+                statuses[str(run_dir.relative_to(out))] = future.result()
+                bar.set_postfix_str(f"{run_dir.relative_to(out)}: {statuses[str(run_dir.relative_to(out))]}")
+                bar.update(1)
+    return statuses
+
+
+def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bool = True, jobs: int = 1
+              ) -> BenchResult:
+    """Train every (env, method, seed) not yet complete under ``out``, then aggregate. Returns the aggregate.
+
+    With ``jobs`` > 1 the runs go in that many processes, one torch thread each (each run is small: a process a
+    core is faster than threads inside one run). Either way, the evaluation before training is computed once per
+    env and seed and shared by every method of that seed.
+    """
     from tqdm.auto import tqdm
 
     validate_spec(spec)
+    if jobs < 1:
+        raise ConfigError(f"jobs: must be >= 1, got {jobs}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True))
     cells = [(env, method, seed) for env in spec.envs for method in spec.methods for seed in spec.seeds]
+    if jobs > 1:
+        statuses = _run_parallel(spec, out, cells, jobs, progress)
+        result = aggregate_sweep(spec, out, plots=plots)
+        result.statuses = statuses
+        return result
     done = [min(_steps_done(run_dir_for(out, *cell)), cell[0].steps) for cell in cells]
     statuses: dict[str, str] = {}
     with tqdm(total=sum(env.steps for env, _, _ in cells), initial=sum(done), desc="bench", unit="step",
@@ -306,7 +405,10 @@ def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bo
                 bar.update(1)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
 
-            statuses[str(run_dir.relative_to(out))] = run_one(spec.run_config(env, method, seed, run_dir), tick)
+            config = spec.run_config(env, method, seed, run_dir)
+            before = None if is_complete(run_dir, env.steps) else initial_evaluation(
+                spec.run_config(env, spec.methods[0], seed, run_dir), _initial_evaluation_path(out, env, seed))
+            statuses[str(run_dir.relative_to(out))] = run_one(config, tick, eval_before=before)
             done[index] = min(_steps_done(run_dir), env.steps)  # a resume may redo steps past its checkpoint
             bar.n = sum(done)
             bar.refresh()
@@ -424,6 +526,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregate-only", action="store_true", help="train nothing; rebuild the table and plots")
     parser.add_argument("--no-plots", action="store_true", help="skip the overlay plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="runs in N processes at once, one torch thread each (on 2 free cores: 2)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's own); on a "
                                                                  "machine shared with other jobs use 1")
 
@@ -484,7 +588,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         runs = len(spec.envs) * len(spec.methods) * len(spec.seeds)
         print(f"covgym: bench: {runs} runs ({len(spec.envs)} envs × {len(spec.methods)} methods × "
               f"{len(spec.seeds)} seeds) -> {out}", file=sys.stderr)
-        result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots)
+        result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots, jobs=args.jobs)
         reused = sum(status == "done" for status in result.statuses.values())
         if reused:
             print(f"covgym: bench: {reused} finished run(s) reused", file=sys.stderr)
