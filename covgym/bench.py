@@ -67,6 +67,7 @@ class BenchSpec:
     suite: str = "default"
     baseline: str = "grpo"  # methods are compared with it seed by seed (when it is in the sweep)
     law_window: int = 1  # training steps averaged into one point of the entropy-law fit
+    plugins: tuple[str, ...] = ()  # --plugin modules/files: recorded in every run's config (workers import them)
 
     def algorithm_of(self, method: str) -> tuple[str, dict]:
         """A method label's algorithm and hyperparameters: ``method_params[label]`` may name the algorithm
@@ -85,7 +86,7 @@ class BenchSpec:
             env=EnvConfig(env.env, dict(env.env_kwargs)),
             rollout=RolloutConfig(prompts_per_step=self.prompts_per_step, group_size=self.group_size,
                                   max_new_tokens=env.max_new_tokens),
-            optim=OptimConfig(lr=self.lr, mini_batches=self.mini_batches))
+            optim=OptimConfig(lr=self.lr, mini_batches=self.mini_batches), plugins=list(self.plugins))
 
     def summary_options(self) -> SummaryOptions:
         return SummaryOptions(self.entropy_threshold, self.relative_threshold, self.final_window)
@@ -148,14 +149,12 @@ def validate_spec(spec: BenchSpec) -> None:
 
 
 def comparison_budget(config: TrainConfig) -> dict[str, Any]:
-    """What every method of one comparison must share: the resolved config minus the algorithm, its
-    hyperparameters and the run's own directory and seed."""
+    """What every method of one comparison must share (``covgym.fairness.shared_settings`` of the resolved
+    config)."""
+    from covgym.fairness import shared_settings
     from covgym.trainer import resolve_config
 
-    resolved = resolve_config(config).to_dict()
-    for key in ("algo", "algo_params", "run_dir", "seed", "progress"):
-        resolved.pop(key, None)
-    return resolved
+    return shared_settings(resolve_config(config).to_dict())
 
 
 def check_equal_budgets(spec: BenchSpec, env: BenchEnv) -> None:
@@ -197,33 +196,11 @@ def is_complete(run_dir: Path, steps: int) -> bool:
 
 def _check_same_config(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume or reuse a directory that holds a run of a different configuration."""
+    from covgym.run_dir import check_same_config
     from covgym.trainer import resolve_config
 
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return  # a crash while writing it; the run restarts from its checkpoint and rewrites it
-    wanted = resolve_config(config).to_dict()
-    ignored = {"steps", "progress", "run_dir"}
-
-    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-        items: dict[str, Any] = {}
-        for key, value in tree.items():
-            if isinstance(value, dict) and key not in ("algo_params", "env_kwargs"):
-                items.update(flat(value, f"{prefix}{key}."))
-            elif key not in ignored:
-                items[prefix + key] = value
-        return items
-
-    have, want = flat(stored), flat(wanted)
-    defaults = flat(TrainConfig().to_dict())  # a key a run written by an older covgym lacks had its default
-    differing = sorted(k for k in set(have) | set(want) if have.get(k, defaults.get(k)) != want.get(k))
-    if differing:
-        raise ConfigError(f"{run_dir} holds a run with a different config ({', '.join(differing)}); use another "
-                          f"--out or delete that directory")
+    check_same_config(run_dir, resolve_config(config).to_dict(), ignored={"steps", "progress", "run_dir"},
+                      hint="use another --out or delete that directory")
 
 
 def initial_evaluation(config: TrainConfig, path: Path) -> dict[str, Any]:
@@ -324,6 +301,9 @@ def _evaluate_cell(config: TrainConfig, path: str, threads: int) -> str:
     import torch
 
     torch.set_num_threads(threads)
+    from covgym.plugins import load_plugins
+
+    load_plugins(config.plugins)  # a spawned worker has imported no user code yet
     initial_evaluation(config, Path(path))
     return path
 
@@ -553,6 +533,10 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
             changes[name] = getattr(args, name)
     if args.absolute_threshold:
         changes["relative_threshold"] = False
+    if getattr(args, "plugin", None):
+        from covgym.plugins import resolve
+
+        changes["plugins"] = tuple(spec.plugins) + tuple(resolve(p) for p in args.plugin)
     envs = spec.envs
     if args.envs:
         known = {e.env: e for e in envs} | {e.name: e for e in envs}

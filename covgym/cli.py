@@ -102,10 +102,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint "
                                                              "(its config.json is used; --steps may extend it)")
+    parser.add_argument("--overwrite", action="store_true", help="clear the previous run in --run-dir first "
+                                                                 "(without it or --resume, a non-empty run "
+                                                                 "directory is refused)")
     group = parser.add_argument_group("run")
     config_names = set()
     for section, f in _config_fields():
         config_names.add(f.name)
+        if f.name == "plugins":  # the repeatable --plugin, added to every command by build_parser
+            continue
         target = group if section is None else parser.add_argument_group(section) if False else group
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         target.add_argument(_flag(f.name), dest=f.name, type=_parser_for(f.type), default=argparse.SUPPRESS,
@@ -122,24 +127,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Defaults < --config file < flags; for --resume, the run's own config < flags."""
-    from covgym.config import SECTIONS, from_dict, load_file
+    from covgym.config import SECTIONS, from_dict, load_file, nest_flat_keys
 
     given = vars(args)
     if given.get("resume"):
         from covgym.trainer import load_run_config
 
+        from covgym.run_dir import RESUMABLE_KEYS, check_partial_config
+
         base = load_run_config(given["resume"]).to_dict()
-        allowed = {"steps", "progress", "save_every", "keep_checkpoints", "eval_every", "device"}
-        changed = {k for k in given if k not in ("resume", "command", "func", "config", "verbose") and
-                   k not in allowed}
+        base["run_dir"] = given["resume"]  # where the run is now, should its directory have moved
+        allowed = {key.split(".")[-1] for key in RESUMABLE_KEYS} - {"run_dir"}
+        changed = {k for k in given if k not in ("resume", "command", "func", "config", "verbose", "plugin",
+                                                 "overwrite") and k not in allowed}
         if changed:
             raise UsageError(f"--resume continues a run with its own config; only {', '.join(sorted(allowed))} "
                              f"may be changed (got {', '.join(_flag(c) for c in sorted(changed))})")
+        if given.get("config"):  # a config file given too must describe this run, not another one
+            check_partial_config(given["resume"], load_file(given["config"]), f"--config {given['config']}")
     elif given.get("config"):
-        base = load_file(given["config"])
+        base = nest_flat_keys(load_file(given["config"]))  # flat keys (lr: at the top) as well as nested ones
     else:
         base = {}
     data: dict[str, Any] = json.loads(json.dumps(base))
+    data["plugins"] = _merged_plugins(given, data.get("plugins", []))
     sections = {f.name: s for s, f in _config_fields()}
     for key, value in given.items():
         if key in sections:
@@ -154,6 +165,9 @@ def config_from_args(args: argparse.Namespace):
             algo_params[key[len("algo__"):]] = value
     data["algo_params"] = algo_params
     config = from_dict(data)
+    from covgym.plugins import load_plugins
+
+    load_plugins(config.plugins)  # before the algorithm's name is looked up
     import covgym.algorithms as algorithms
 
     if config.algo in algorithms.names():
@@ -165,6 +179,21 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def _merged_plugins(given: dict[str, Any], recorded: Any) -> list[str]:
+    """The run's plugins: a config file's (paths relative to the file) or a resumed run's, then --plugin's."""
+    from covgym.plugins import resolve
+
+    if not isinstance(recorded, list):
+        raise UsageError(f"plugins must be a list of module names or .py paths, got {recorded!r}")
+    base = Path(given["config"]).parent if given.get("config") and not given.get("resume") else None
+    plugins = [resolve(spec, base) for spec in recorded]
+    extra = [resolve(spec) for spec in given.get("plugin", []) if resolve(spec) not in plugins]
+    if extra and given.get("resume"):
+        raise UsageError(f"--resume uses the plugins recorded in the run's config.json "
+                         f"({', '.join(plugins) or 'none'}); got other --plugin {', '.join(extra)}")
+    return plugins + extra
+
+
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     from covgym.config import validate
@@ -173,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate(config)  # bad values answer before torch and transformers load
     from covgym.trainer import Trainer
 
-    trainer = Trainer(config, resume=bool(args.resume))
+    trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     if trainer.is_main:
         print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
     result = trainer.train()
@@ -202,12 +231,12 @@ def _print_summary(result) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import gymnasium as gym  # noqa: F401
 
-    from covgym.envs import describe
+    from covgym.envs import is_registered, unknown_environment_message
     from covgym.evaluation import EvalSpec, evaluate
     from covgym.policy import Policy, SamplingParams
 
-    if args.env not in describe():
-        raise UsageError(f"unknown environment {args.env!r}; known: {', '.join(describe())}")
+    if not is_registered(args.env):
+        raise UsageError(unknown_environment_message(args.env))
     for name in ("problems", "samples", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -247,9 +276,38 @@ def cmd_plot(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         if not (Path(run_dir) / "metrics.jsonl").exists():
             raise UsageError(f"{run_dir!r} is not a run directory (no metrics.jsonl)")
-    paths = plot_runs(args.run_dirs, args.out)
+    from covgym.fairness import unfair_comparison_note
+
+    note = unfair_comparison_note(args.run_dirs)
+    if note:
+        print(f"covgym: plot: warning: {note}", file=sys.stderr)
+    labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
+    if labels is not None and len(labels) != len(args.run_dirs):
+        raise UsageError(f"--labels has {len(labels)} entries for {len(args.run_dirs)} run directories")
+    try:
+        paths = plot_runs(args.run_dirs, args.out, labels=labels, formats=args.format)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     for path in paths:
         print(path)
+    return 0
+
+
+def cmd_check_algorithm(args: argparse.Namespace) -> int:
+    import covgym.algorithms as algorithms
+    from covgym.testing import check_algorithm
+
+    algorithm_class = algorithms.get(args.name)  # an unknown name is a KeyError: one line, exit 2
+    try:
+        algorithm = algorithm_class(**args.params)
+    except TypeError as error:
+        raise UsageError(f"--params: {error}") from None
+    try:
+        passed = check_algorithm(algorithm, max_examples=args.max_examples, seed=args.seed)
+    except AssertionError as error:
+        print(f"covgym: check-algorithm {args.name}: FAILED\n{error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.name}: passed {len(passed)} properties ({', '.join(passed)})")
     return 0
 
 
@@ -306,9 +364,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="figures of one or more runs, overlaid by method")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
-    plot.add_argument("--out", default=None, help="output directory (default: the first run's figures/)")
+    plot.add_argument("--out", default=None, help="output directory (default: the run directory itself for one "
+                                                  "run, <parent of the first run>/plots for several)")
+    plot.add_argument("--format", default="png", metavar="FMT[,FMT]", help="figure formats: png, pdf, svg, "
+                                                                          "comma-separated (default: png)")
+    plot.add_argument("--labels", default=None, metavar="L1,L2,...",
+                      help="one legend label per run directory; runs sharing a label are seeds of one method, "
+                           "drawn as mean ± 95%% CI (default: runs whose config.json differ only in the seed)")
     plot.set_defaults(func=cmd_plot)
+
+    check = commands.add_parser("check-algorithm", help="property-test an algorithm (masking, padding, finiteness, "
+                                                       "advantages, the entropy law); exit 1 with a counterexample",
+                                description="The algorithm counterpart of gymnasium's check_env: runs "
+                                            "covgym.testing.check_algorithm on a registered (or --plugin) algorithm.")
+    check.add_argument("name", metavar="NAME", help="algorithm name (see `covgym algos`)")
+    check.add_argument("--params", type=_parse_json_mapping, default={}, metavar="JSON",
+                       help="hyperparameters as a JSON object (default: the algorithm's defaults)")
+    check.add_argument("--max-examples", type=int, default=20, metavar="N", help="hypothesis examples per property")
+    check.add_argument("--seed", type=int, default=0, help="hypothesis seed (a failure replays with the same seed)")
+    check.set_defaults(func=cmd_check_algorithm)
+    for command in commands.choices.values():  # every command imports user code the same way
+        command.add_argument("--plugin", action="append", default=argparse.SUPPRESS, metavar="MODULE_OR_FILE.py",
+                             help="import a module or .py file first (it may register environments and "
+                                  "algorithms); repeatable")
     return parser
+
+
+def _preload_plugins(argv: Sequence[str]) -> None:
+    """Import installed entry points and the plugins the command line names, before the parser is built.
+
+    The parser has one flag per registered algorithm hyperparameter, so a plugin's algorithm must be registered
+    first. Plugins come from --plugin, from a --config file's ``plugins`` and from a --resume run's config.json.
+    """
+    from covgym.plugins import load_entry_points, load_plugins
+
+    load_entry_points()
+    found: dict[str, list[str]] = {"--plugin": [], "--config": [], "--resume": []}
+    tokens = list(argv)
+    for index, token in enumerate(tokens):
+        name, equals, value = token.partition("=")
+        if name in found:
+            if not equals:
+                value = tokens[index + 1] if index + 1 < len(tokens) else ""
+            if value:
+                found[name].append(value)
+    for path in found["--config"] + [str(Path(run) / "config.json") for run in found["--resume"]]:
+        try:
+            recorded = json.loads(Path(path).read_text()) if path.endswith(".json") else None
+            if recorded is None:
+                import yaml
+
+                recorded = yaml.safe_load(Path(path).read_text())
+        except Exception:  # noqa: BLE001 - an unreadable file is reported later, by the command, in its own words
+            continue
+        specs = recorded.get("plugins", []) if isinstance(recorded, dict) else []
+        if isinstance(specs, list):
+            load_plugins([str(spec) for spec in specs], base=Path(path).parent)
+    load_plugins(found["--plugin"])
 
 
 def _loaded_error_types(names: Sequence[str]) -> tuple[type[BaseException], ...]:
@@ -328,6 +440,13 @@ def _loaded_error_types(names: Sequence[str]) -> tuple[type[BaseException], ...]
 def main(argv: Sequence[str] | None = None) -> int:
     from covgym.config import ConfigError
 
+    try:
+        _preload_plugins(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:  # covgym.plugins.PluginError: a bad --plugin path or module
+        if "--verbose" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print(f"covgym: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)

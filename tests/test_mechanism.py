@@ -1,0 +1,107 @@
+"""The mechanism testbed: its tasks, its model recipe, and the suite end to end in a tiny configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import covgym  # noqa: F401  (registers the envs)
+from covgym.envs.digit_sum import DigitSumFeedbackEnv, check, parse_attempt, solutions
+
+REQUIRED_RUN_FIELDS = ("method", "env", "seed", "initial_entropy", "final_entropy", "accuracy_before", "accuracy",
+                       "pass_at_k", "law_r2", "law_r2_linear")
+
+
+def test_solutions_are_every_ordered_digit_tuple_with_the_sum():
+    assert solutions(4, 2, None) == ("1+3", "2+2", "3+1")
+    assert solutions(4, 2, 2) == ("1+3", "3+1")
+    slow = [(a, b, c) for a in range(1, 10) for b in range(1, 10) for c in range(1, 10) if a + b + c == 13 and 5 not in (a, b, c)]
+    assert len(solutions(13, 3, 5)) == len(slow)
+
+
+@pytest.mark.parametrize("env_id", ["covgym/DigitSum-v0", "covgym/DigitSumFeedback-v0"])
+def test_every_problem_has_several_answers_and_the_oracle_solves_it(env_id):
+    env = gym.make(env_id)
+    for seed in range(50):
+        _, info = env.reset(seed=seed)
+        assert info["num_solutions"] >= 3
+        _, reward, terminated, _, step_info = env.step(env.unwrapped.oracle_action())
+        assert reward == 1.0 and terminated and step_info["correct"]
+
+
+def test_grader_accepts_any_correct_answer_and_rejects_the_rest():
+    env = gym.make("covgym/DigitSum-v0").unwrapped
+    env.reset(seed=3)
+    problem = env.problem
+    meta = problem.metadata
+    for answer in solutions(meta["target"], meta["terms"], meta["banned"]):
+        assert check(answer, problem)[0]
+    assert not check("1+1", problem)[0] and not check("", problem)[0] and not check("x" * 10_000, problem)[0]
+    assert parse_attempt(" 4+2+7\n") == (4, 2, 7) and parse_attempt("4+2+") is None
+
+
+def test_feedback_env_tells_the_sum_and_lets_the_policy_retry():
+    env = gym.make("covgym/DigitSumFeedback-v0", max_turns=2)
+    prompt, info = env.reset(seed=1)
+    assert prompt.endswith("Try:")
+    wrong = env.unwrapped.sample_near_miss(env.unwrapped.problem, np.random.default_rng(0))
+    observation, reward, terminated, truncated, _ = env.step(wrong + "\n")
+    assert reward == 0.0 and not terminated and not truncated and observation.startswith("sum is ")
+    repaired = DigitSumFeedbackEnv.repair(wrong, env.unwrapped.problem)
+    _, reward, terminated, _, step_info = env.step(repaired + "\n")
+    assert reward == 1.0 and terminated and step_info["correct"]
+
+
+def test_digit_sum_demonstrations_are_diverse_and_partly_wrong():
+    from covgym.envs.base import Problem
+    from covgym.tiny_model import DIGITS_MODEL_SPEC, _digit_sum_examples
+
+    examples = _digit_sum_examples(DIGITS_MODEL_SPEC, 400, seed=0)
+    single = [e for e in examples if e[-1][0] is None]  # single-turn demonstrations end in <eos>
+    wrong = sum(not check(answer, Problem(prompt, "", _metadata_of(prompt)))[0] for (prompt, _), (answer, _), _ in single)
+    assert 0.35 < wrong / len(single) < 0.65  # sft_label_noise = 0.5
+    assert len({answer for _, (answer, _), _ in single}) > len(single) * 0.5  # not one answer per problem
+    feedback = [e for e in examples if e[-1][0] is not None]
+    assert any(len(e) == 4 and e[2][0].endswith("Try:") for e in feedback)  # a repaired second attempt
+
+
+def _metadata_of(prompt: str) -> dict:
+    target, rest = prompt.split(" from ")
+    terms = int(rest.split(" ")[0])
+    banned = int(rest.split("no ")[1][0]) if "no " in rest else None
+    return {"target": int(target), "terms": terms, "banned": banned}
+
+
+@pytest.mark.slow
+def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
+    """The real suite's code path, shrunk: a briefly warm-started digits model, 2 methods × 2 seeds × both tasks,
+    two processes. summary.json must hold every field the issue names, for every run."""
+    from covgym.bench import BenchEnv, run_sweep
+    from covgym.mechanism import mechanism_spec
+    from covgym.tiny_model import DIGITS_MODEL_SPEC, ensure_tiny_model
+
+    model = ensure_tiny_model(dataclasses.replace(DIGITS_MODEL_SPEC, sft_steps=40, hidden_size=32,
+                                                  num_hidden_layers=1, intermediate_size=64), show_progress=False)
+    spec = dataclasses.replace(
+        mechanism_spec(), methods=("grpo", "kl_cov"), seeds=(0, 1), model=str(model), eval_problems=6,
+        eval_samples=4, save_every=0, final_window=2,
+        envs=(BenchEnv("covgym/DigitSum-v0", steps=4, max_new_tokens=10),
+              BenchEnv("covgym/DigitSumFeedback-v0", steps=3, max_new_tokens=10)))
+    result = run_sweep(spec, tmp_path, progress=False, plots=False, jobs=2)
+    assert set(result.statuses.values()) == {"ran"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["runs"]) == 2 * 2 * 2
+    for run in summary["runs"]:
+        for field in REQUIRED_RUN_FIELDS:
+            assert field in run, field
+        assert list(run["pass_at_k"]) == ["1", "2", "4"] and run["accuracy_before"] is not None
+    befores = {(r["env"], r["seed"]): set() for r in summary["runs"]}
+    for run in summary["runs"]:
+        befores[(run["env"], run["seed"])].add(json.dumps(run["pass_at_k_before"], sort_keys=True))
+    assert all(len(values) == 1 for values in befores.values())  # one shared evaluation before training per seed
+    assert "kl_cov" in summary["paired_vs_baseline"]["covgym/DigitSum-v0"]
+    assert summary["shared_budget"]["covgym/DigitSum-v0"]["optim.mini_batches"] == 4
