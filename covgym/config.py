@@ -108,12 +108,66 @@ class TrainConfig:
 SECTIONS = {"model": ModelConfig, "env": EnvConfig, "rollout": RolloutConfig, "optim": OptimConfig}
 
 
+def _section_of() -> dict[str, str]:
+    """Field name -> the section that holds it (``lr`` -> ``optim``; ``model``/``env`` name both a section and
+    a field of it)."""
+    return {f.name: name for name, section in SECTIONS.items() for f in dataclasses.fields(section)}
+
+
+def nest_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """The nested form of a config whose section keys may also sit at the top level.
+
+    ``{"lr": 1e-4}`` and ``{"optim": {"lr": 1e-4}}`` mean the same (as ``--lr`` does on the command line); a
+    top-level ``model: PATH`` or ``env: ID`` (not a mapping) is the section's own field. A key given both ways
+    with different values is an error; unknown keys are left for ``from_dict`` to report.
+    """
+    owners = _section_of()
+    flat = {key: value for key, value in data.items() if key in owners and not isinstance(value, dict)}
+    nested = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items() if key not in flat}
+    for key, value in flat.items():
+        section = owners[key]
+        inner = nested.get(section, {})
+        if not isinstance(inner, dict):
+            continue  # from_dict names the bad section
+        if key in inner and inner[key] != value:
+            raise ConfigError(f"{key} is given twice, at the top level ({value!r}) and under {section} "
+                              f"({inner[key]!r}); keep one")
+        nested[section] = {**inner, key: value}
+    return nested
+
+
+def _where_it_belongs(key: str, here: str | None) -> str:
+    """A hint for an unknown config key ``key`` found in section ``here`` (None: the top level)."""
+    import difflib
+
+    owners = _section_of()
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS)
+    if key in owners and owners[key] != here:
+        return f"it belongs under {owners[key]} (or at the top level)"
+    if key in top:
+        return "it belongs at the top level"
+    try:  # the hyperparameters of every registered algorithm
+        import covgym.algorithms as algorithms
+
+        owners_of = [name for name in algorithms.names() if key in {f.name for f in dataclasses.fields(
+            algorithms.get(name))}]
+    except Exception:  # noqa: BLE001 - a hint must never turn one error into another
+        owners_of = []
+    if owners_of:
+        return f"it is a hyperparameter of {', '.join(owners_of)}: put it under algo_params"
+    close = difflib.get_close_matches(key, sorted(set(owners) | top), n=1)
+    return f"did you mean {close[0]!r}?" if close else "see `covgym train --help` for the keys"
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a config from a (possibly partial) nested dict, rejecting unknown keys by name."""
+    """Build a config from a (possibly partial) dict, nested or flat, rejecting unknown keys with where they
+    belong."""
+    data = nest_flat_keys(data)
     top_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(data) - top_fields
+    unknown = sorted(set(data) - top_fields)
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        raise ConfigError("unknown config key(s): " + "; ".join(f"{key} ({_where_it_belongs(key, None)})"
+                                                                 for key in unknown))
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in SECTIONS:
@@ -121,9 +175,10 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
             if not isinstance(value, dict):
                 raise ConfigError(f"config section {key!r} must be a mapping")
             names = {f.name for f in dataclasses.fields(section)}
-            bad = set(value) - names
+            bad = sorted(set(value) - names)
             if bad:
-                raise ConfigError(f"unknown key(s) in config section {key!r}: {', '.join(sorted(bad))}")
+                raise ConfigError(f"unknown key(s) in config section {key!r}: "
+                                  + "; ".join(f"{name} ({_where_it_belongs(name, key)})" for name in bad))
             kwargs[key] = section(**value)
         else:
             kwargs[key] = value

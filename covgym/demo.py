@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from covgym.config import OptimConfig, RolloutConfig, TrainConfig
 
@@ -19,12 +18,13 @@ def demo_config(steps: int | None = None, run_dir: str = "runs/demo", seed: int 
 
 def run_demo(steps: int | None = None, run_dir: str = "runs/demo", seed: int = 0) -> None:
     from covgym.plotting import plot_reward_entropy
+    from covgym.run_dir import is_taken
     from covgym.tiny_model import ensure_tiny_model
     from covgym.trainer import Trainer
 
     started = time.perf_counter()
     print(f"tiny model: {ensure_tiny_model()}")
-    if Path(run_dir).exists() and any(Path(run_dir).iterdir()):
+    if is_taken(run_dir):  # never on top of an earlier demo (or a file): a fresh, time-stamped directory
         run_dir = f"{run_dir}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = Trainer(demo_config(steps, run_dir, seed)).train()
     figure = plot_reward_entropy(result.run_dir)

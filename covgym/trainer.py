@@ -25,6 +25,7 @@ import covgym.algorithms as algorithms
 from covgym.batch import RolloutBatch
 from covgym.checkpoint import atomic_write, load_latest_checkpoint, save_checkpoint, set_rng_state
 from covgym.config import TrainConfig, from_dict, validate
+from covgym.run_dir import check_run_dir, clear_run_dir
 from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
@@ -115,11 +116,14 @@ class TrainResult:
 class Trainer:
     """Trains a causal LM policy with one registered algorithm against one environment."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
+        """``resume``: continue the run in ``config.run_dir`` (same config but for its length and reporting);
+        ``overwrite``: clear the previous run there first. Without either, the directory must be new or empty."""
         validate(config)
         dynamics_asked = config.entropy_dynamics
         config = resolve_config(config)
         validate(config)  # the resolved sizes too (e.g. mini-batches against an auto batch)
+        check_run_dir(config.run_dir, config.to_dict(), resume=resume, overwrite=overwrite)  # before any rank writes
         device = resolve_device(config.model.device)
         self.distributed = parallel.init_from_environment(device)
         self.device = parallel.local_device(device)
@@ -143,6 +147,7 @@ class Trainer:
                 warnings.warn(note, stacklevel=2)
         self.run_dir = Path(self.config.run_dir)
         self.resume = resume
+        self.overwrite = overwrite
         self.algorithm = algorithms.get(self.config.algo)(**self.config.algo_params)
         self.generator = torch.Generator()
         self.algorithm.set_generator(self.generator)
@@ -459,6 +464,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         torch.manual_seed(self.config.seed)
+        if self.overwrite and self.is_main:
+            clear_run_dir(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore()
