@@ -93,6 +93,8 @@ class TrainConfig:
                                           "(two extra forward passes on the first mini-batch)")
     tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")
     progress: bool = option(True, "show a progress bar")
+    plugins: list = option([], "modules or .py files imported before any name is resolved (--plugin, repeatable; "
+                               "files recorded as absolute paths so --resume imports them again)")
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -149,8 +151,7 @@ def _where_it_belongs(key: str, here: str | None) -> str:
     try:  # the hyperparameters of every registered algorithm
         import covgym.algorithms as algorithms
 
-        owners_of = [name for name in algorithms.names() if key in {f.name for f in dataclasses.fields(
-            algorithms.get(name))}]
+        owners_of = algorithms.hyperparameter_index().get(key, (None, []))[1]
     except Exception:  # noqa: BLE001 - a hint must never turn one error into another
         owners_of = []
     if owners_of:
@@ -214,18 +215,20 @@ def _check(condition: bool, name: str, message: str) -> None:
 
 def validate(config: TrainConfig) -> None:
     """Reject invalid values and inconsistent combinations before any work starts."""
-    from covgym.algorithms import get as get_algorithm, names as algorithm_names
-    from covgym.envs import describe
+    from covgym.algorithms import get as get_algorithm, unread_hyperparameters
+    from covgym.envs import is_registered, unknown_environment_message
+    from covgym.plugins import load_plugins
 
-    _check(config.algo in algorithm_names(), "algo",
-           f"unknown algorithm {config.algo!r}; known: {', '.join(algorithm_names())}")
-    algorithm_class = get_algorithm(config.algo)
-    known_params = {f.name for f in dataclasses.fields(algorithm_class)}
-    unknown = set(config.algo_params) - known_params
-    _check(not unknown, "algo_params", f"{', '.join(sorted(unknown))} not hyperparameter(s) of {config.algo!r}; "
-                                       f"it has: {', '.join(sorted(known_params))}")
-    _check(config.env.env in describe(), "env",
-           f"unknown environment {config.env.env!r}; known: {', '.join(describe())}")
+    _check(isinstance(config.plugins, list) and all(isinstance(p, str) for p in config.plugins), "plugins",
+           f"must be a list of module names or .py paths, got {config.plugins!r}")
+    load_plugins(config.plugins)  # user code registers its envs and algorithms before their names are checked
+    try:  # a registered name, a part, or parts joined by '+'
+        algorithm_class = get_algorithm(config.algo)
+    except KeyError as error:
+        raise ConfigError(f"algo: {error.args[0]}") from None
+    unread = unread_hyperparameters(config.algo, config.algo_params)  # ignored knobs are refused, not dropped
+    _check(unread is None, "algo_params", unread or "")
+    _check(is_registered(config.env.env), "env", unknown_environment_message(config.env.env))
     _check(isinstance(config.env.env_kwargs, dict), "env_kwargs", "must be a mapping")
     _check(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
     _check(config.save_every >= 0, "save_every", f"must be >= 0, got {config.save_every}")

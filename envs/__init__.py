@@ -37,18 +37,43 @@ if importlib.util.find_spec("reasoning_gym") is not None:  # optional extra: lis
                                               "any reasoning-gym task (task=...), partial_credit explicit")
 
 
+#: Ids gymnasium itself (and packages it loads) registered before covgym: not listed by ``describe``.
+_PREEXISTING_IDS = frozenset(gym.registry)
+
+
 def register_all() -> None:
+    """Register every id of ``ENVIRONMENTS`` with gymnasium (its passive env checker stays on)."""
     for env_id, (entry_point, _) in ENVIRONMENTS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+            gym.register(id=env_id, entry_point=entry_point)
+
+
+def is_registered(env_id: str) -> bool:
+    """Whether ``gymnasium.make(env_id)`` knows the id: covgym's own or any registered by user code (plugins)."""
+    return env_id in gym.registry
+
+
+def unknown_environment_message(env_id: str) -> str:
+    """One line for an id nobody registered, saying how a user's own environment gets in."""
+    return (f"unknown environment {env_id!r}; known: {', '.join(describe())} (or any id registered with "
+            f"gymnasium.register in a module loaded with --plugin)")
+
+
+def _first_docstring_line(entry_point: object) -> str:
+    if callable(entry_point):
+        return ((entry_point.__doc__ or "").strip().splitlines() or [""])[0]
+    return str(entry_point)
 
 
 def describe() -> dict[str, str]:
-    """Registered covgym env ids and their one-line descriptions."""
-    return {env_id: description for env_id, (_, description) in sorted(ENVIRONMENTS.items())}
+    """covgym's env ids, then ids registered since by user code, each with a one-line description."""
+    described = {env_id: description for env_id, (_, description) in sorted(ENVIRONMENTS.items())}
+    for env_id in sorted(set(gym.registry) - _PREEXISTING_IDS - set(described)):
+        described[env_id] = _first_docstring_line(gym.registry[env_id].entry_point)
+    return described
 
 
 register_all()
 
 __all__ = ["ENVIRONMENTS", "Grade", "MultiTurnEnv", "Problem", "SingleTurnEnv", "TextEnv", "Turn", "describe",
-           "grade_math", "register_all", "text_space"]
+           "grade_math", "is_registered", "register_all", "text_space", "unknown_environment_message"]
