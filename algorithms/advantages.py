@@ -2,7 +2,8 @@
 
 Group estimators take one scalar score per sequence ``[B]`` and the group ids ``[B]`` (responses to the same
 prompt share an id) and return one advantage per sequence ``[B]``; broadcast it over the response tokens with
-``broadcast_over_response``. GAE works per token. Formulas: ``shared/design/algorithms.md``.
+``broadcast_over_response``. GAE works per token. Formulas: ``docs/algorithms.md``,
+"Reference formulas".
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Loss building blocks and advantage estimators as plain functions over tensors (usable by any trainer).
 
 All per-token tensors are ``[B, T]``; ``response_mask`` is 1 on trainable tokens. Formulas follow
-``shared/design/algorithms.md`` (verl ``core_algos.py``). The per-token losses return ``(loss [B, T], maps)``
-where ``maps`` holds boolean/float ``[B, T]`` tensors for the metrics (``clipped``, ``dual_clipped``, ``selected``,
-``covariance``); reduce them with ``aggregate_loss``.
+``docs/algorithms.md``, "Reference formulas" (verl 0.9.1 ``core_algos.py``). The per-token losses return
+``(loss [B, T], maps)`` where ``maps`` holds boolean/float ``[B, T]`` tensors for the metrics (``clipped``,
+``dual_clipped``, ``selected``, ``covariance``); reduce them with ``aggregate_loss``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The trainer calls these on the tensors it already has (rollout entropies, log-probs, advantages, the
 full-vocabulary logits of an update batch before and after the optimizer step) and writes the dicts into
 ``metrics.jsonl`` under the stable names below. Formulas and their reading are in ``docs/entropy.md``; the
-theory is Cui et al. 2025, section 3, and the entropy-polarity derivation in the design's ``algorithms.md``.
+theory is Cui et al. 2025, section 3; the first-order law and the entropy-polarity formula are derived in
+``docs/entropy.md`` ("The theory, derived").
 
 Imports only torch and ``covgym.metrics`` (metrics sit below algorithms and the trainer).
 """

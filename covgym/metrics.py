@@ -1,4 +1,5 @@
-"""Entropy and covariance measurements. Imports only torch, numpy and scipy (see the design's dependency rules).
+"""Entropy and covariance measurements. Imports only torch, numpy and scipy: metrics sit below the algorithms and
+the trainer, which both use them. The formulas are derived in ``docs/entropy.md``.
 
 Everything here works over the last dimension of logits and is chunked so that ``[tokens, vocab]`` float32
 probabilities are never all in memory at once.

@@ -13,7 +13,7 @@ from covgym.critic import Critic
 
 REQUIRED = {"grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo", "clip_higher", "clip_cov", "kl_cov", "entropy_bonus"}
 
-# Defaults from shared/design/algorithms.md (verl's names and values).
+# Defaults from docs/algorithms.md (verl's names and values).
 COMMON_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_c": 3.0, "loss_agg_mode": "token-mean", "use_kl_loss": False,
                    "kl_loss_coef": 0.001, "kl_loss_type": "low_var_kl", "entropy_coeff": 0.0}
 SPECIFIC_DEFAULTS = {

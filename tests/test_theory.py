@@ -150,7 +150,7 @@ def test_polarity_formula_matches_exact_single_token_change(z, data, advantage):
     action = data.draw(st.integers(0, len(z) - 1))
     p = softmax_np(z)
     h = entropy_np(z)
-    # The algorithms.md formula, written out by hand.
+    # The docs/entropy.md polarity formula, written out by hand.
     bracket = p[action] * (math.log(p[action]) + h) - sum(q * q * (math.log(q) + h) for q in p)
     formula = -advantage * bracket
     log_pa = torch.tensor([math.log(p[action])], dtype=torch.float64)
