@@ -1,7 +1,8 @@
 """A thin wrapper over any ``transformers`` causal LM and its tokenizer: sample responses, score sequences.
 
 Log-probs and entropies are those of the *sampling* distribution, ``softmax(logits / temperature)``, in rollout,
-scoring, losses and metrics alike. Scoring runs the transformer trunk once and applies the output head chunk by
+scoring, losses and metrics alike. Sampling is covgym's own KV-cache decode loop (inverse-CDF draws, head on the
+last position only), which also reads each sampled token's log-prob and entropy off the logits it computes. Scoring runs the transformer trunk once and applies the output head chunk by
 chunk, only at the positions asked for, so ``[tokens, vocab]`` float32 logits never exist for the whole batch at
 once. Rows that repeat a prompt (a GRPO group) share one pass over it and its KV cache (``prefix_sharing``).
 """
@@ -42,6 +43,34 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class SampledResponse:
+    """One sampled response: token ids and, when the sampler's logits equal ``score``'s (float32, no autocast),
+    each token's log-prob and entropy under ``softmax(logits / T)``; else None (score the batch instead)."""
+
+    ids: list[int]
+    log_probs: list[float] | None = None
+    entropies: list[float] | None = None
+
+
+def draw_from_probs(probs: Tensor, top_p: float, generator: torch.Generator) -> Tensor:
+    """One draw per row of ``probs`` ``[B, V]`` by inverse CDF, restricted to the top-p nucleus when ``top_p < 1``.
+
+    The nucleus is the smallest set of most likely tokens whose mass reaches ``top_p`` (transformers' rule: a
+    token stays when the mass before it is below ``top_p``). One uniform per row and a cumulative sum replace
+    ``torch.multinomial``, which draws an exponential for every vocabulary entry. Returns ``[B]`` long.
+    """
+    order = None
+    if top_p < 1.0:
+        probs, order = torch.sort(probs, dim=-1, descending=True)
+        before = probs.cumsum(-1) - probs
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    cdf = probs.cumsum(-1)  # [B, V]
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)  # first cdf > u: never p = 0
+    return (index if order is None else order.gather(-1, index))[:, 0]
 
 
 class Policy:
@@ -150,37 +179,121 @@ class Policy:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str] = (),
                  seed: int | None = None) -> list[list[int]]:
-        """Sample one response per prompt (token ids), cut after EOS (kept) or after a stop string (kept).
+        """Sample one response per prompt (token ids), cut after EOS (kept) or after a stop string (kept)."""
+        return [response.ids for response in self.sample(prompts, params, stop_strings, seed)]
 
-        Prompts are left-padded into one batch and decoded with the KV cache by ``model.generate``. With
-        ``share_prompts``, each distinct prompt (but its last token) is prefilled once and its cache gathered for
-        every row that repeats it; the draws are the same as without sharing (same seed, same logits).
+    @torch.no_grad()
+    def sample(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str] = (),
+               seed: int | None = None) -> list[SampledResponse]:
+        """Sample one response per prompt, with each token's log-prob and entropy when they come for free.
+
+        Prompts are left-padded into one batch and decoded with the KV cache by covgym's own loop
+        (``_decode``): it draws from ``softmax(logits / T)`` (top-p truncated) by inverse CDF, a few times
+        cheaper on CPU than ``torch.multinomial``'s one exponential draw per vocabulary entry, and it reads
+        each step's log-prob and entropy off the logits it already has. With ``share_prompts``, each distinct
+        prompt (but its last token) is prefilled once and its cache gathered for every row that repeats it; the
+        draws are the same as without sharing (same seed, same logits up to rounding). Under FSDP (``synced``)
+        ``model.generate`` keeps the ranks in step; a ``sampler`` (vLLM) replaces both.
         """
         if not prompts:
             if self.synced:  # keep step with the ranks that still generate; the draw is thrown away
-                self.generate([[self.pad_token_id] * 2], params, stop_strings, seed)
+                self.sample([[self.pad_token_id] * 2], params, stop_strings, seed)
             return []
         if self.sampler is not None:
             generated = self.sampler.generate(prompts, self.temperature, params.top_p, params.max_new_tokens,
                                               stop_strings, seed)
-            return [self._cut_response(ids, stop_strings) for ids in generated]
-        if seed is not None:
-            torch.manual_seed(seed)
-        groups = group_prefixes([p[:-1] for p in prompts])  # the last token is fed by generate itself
+        elif self.synced:
+            generated = self._generate_hf(prompts, params, stop_strings, seed)
+        else:
+            return self._decode(prompts, params, stop_strings, seed)
+        return [SampledResponse(self._cut_response(ids, stop_strings)) for ids in generated]
+
+    def _share_in_sampling(self, prompts: list[list[int]]) -> PrefixGroups | None:
+        """The distinct prompts (but their last token) when prefilling them once pays and is exact; else None."""
+        groups = group_prefixes([p[:-1] for p in prompts])  # the last token is fed by the decode step itself
         shared = (self.share_prompts and self._sharing_supported and groups.saves_work
                   and min(len(p) for p in prompts) >= 2  # a pre-set cache_implementation refuses a given cache
                   and getattr(self.model.generation_config, "cache_implementation", None) is None)
+        return groups if shared else None
+
+    def _decode(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str],
+                seed: int | None) -> list[SampledResponse]:
+        """Prefill, then one trunk step per new token; the head runs on the last position only."""
+        device, b = self.device, len(prompts)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        was_training = self.model.training
+        self.model.eval()
+        groups = self._share_in_sampling(prompts)
+        if groups is not None:
+            _, mask, _, cache = prefill(self._trunk_with_cache, groups.prefixes, groups.index, self.pad_token_id,
+                                        device)
+            step_ids = torch.tensor([[p[-1]] for p in prompts], device=device)  # [B, 1]
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)  # [B, W]
+        else:
+            step_ids, mask = left_pad(prompts, self.pad_token_id)
+            step_ids, mask, cache = step_ids.to(device), mask.to(device), None
+        positions = positions_from_mask(mask)[:, -step_ids.shape[1]:]  # [B, W or 1]
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        tokens, log_probs, entropies = [], [], []
+        for _ in range(params.max_new_tokens):
+            hidden, cache = self._trunk_with_cache(step_ids, mask, positions, cache)
+            logits = self._head_logits(hidden[:, -1])  # [B, V] float32, temperature-scaled
+            log_z = torch.logsumexp(logits, dim=-1)  # [B]
+            probs = torch.exp(logits - log_z[:, None])  # [B, V]
+            token = draw_from_probs(probs, params.top_p, generator)  # [B]
+            token = torch.where(done, torch.full_like(token, self.pad_token_id), token)
+            tokens.append(token)
+            log_probs.append(logits.gather(-1, token[:, None])[:, 0] - log_z)
+            entropies.append(log_z - (probs * logits).sum(-1))  # the formula ``score`` uses
+            if self.eos_token_id is not None:
+                done |= token == self.eos_token_id
+            if stop_strings:
+                done |= self._stopped(torch.stack(tokens, 1), done, stop_strings)
+            if bool(done.all()):
+                break
+            step_ids = token[:, None]
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)  # finished rows run on, as in generate
+            positions = positions[:, -1:] + 1
+        self.model.train(was_training)
+        exact = self._sampling_scores_match_scoring()
+        out_tokens = torch.stack(tokens, 1).tolist()  # [B, L]
+        out_lp, out_ent = torch.stack(log_probs, 1).tolist(), torch.stack(entropies, 1).tolist()
+        responses = []
+        for row in range(b):
+            ids = self._cut_response(out_tokens[row], stop_strings)
+            n = len(ids)
+            responses.append(SampledResponse(ids, out_lp[row][:n] if exact else None,
+                                              out_ent[row][:n] if exact else None))
+        return responses
+
+    def _stopped(self, generated: Tensor, done: Tensor, stop_strings: Sequence[str]) -> Tensor:
+        """``[B]`` rows (not yet done) whose text so far contains a stop string."""
+        hit = torch.zeros_like(done)
+        for row in (~done).nonzero()[:, 0].tolist():
+            text = self.decode(generated[row].tolist())
+            hit[row] = any(s in text for s in stop_strings)
+        return hit
+
+    def _sampling_scores_match_scoring(self) -> bool:
+        """Log-probs read while sampling equal ``score``'s up to float32 rounding only without reduced precision."""
+        return not self.autocast_bf16 and next(self.model.parameters()).dtype == torch.float32
+
+    def _generate_hf(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str],
+                     seed: int | None) -> list[list[int]]:
+        """``model.generate`` (its ``synced_gpus`` keeps FSDP ranks running forwards until all are done)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        groups = self._share_in_sampling(prompts)
         kwargs = dict(do_sample=True, temperature=self.temperature, top_p=params.top_p, top_k=0,
                       max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_token_id,
-                      eos_token_id=self.eos_token_id, use_cache=True)
-        if self.synced:
-            kwargs["synced_gpus"] = True  # a rank that is done keeps running forwards until all are
+                      eos_token_id=self.eos_token_id, use_cache=True, synced_gpus=self.synced)
         if stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
         was_training = self.model.training
         self.model.eval()
         with self._autocast():
-            if shared:
+            if groups is not None:
                 prefix_ids, prefix_mask, _, cache = prefill(self._trunk_with_cache, groups.prefixes, groups.index,
                                                             self.pad_token_id, self.device)
                 last = torch.tensor([[p[-1]] for p in prompts], device=self.device)  # [B, 1]
@@ -193,8 +306,7 @@ class Policy:
             output = self.model.generate(input_ids=input_ids.to(self.device),
                                          attention_mask=attention.to(self.device), **kwargs)
         self.model.train(was_training)
-        generated = output[:, width:].tolist()
-        return [self._cut_response(ids, stop_strings) for ids in generated]
+        return output[:, width:].tolist()
 
     def _cut_response(self, ids: list[int], stop_strings: Sequence[str]) -> list[int]:
         end = len(ids)
@@ -264,7 +376,7 @@ class Policy:
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        return logits / self.temperature
+        return logits if self.temperature == 1.0 else logits / self.temperature  # a pass over [..., V] saved
 
     def score(self, input_ids: Tensor, attention_mask: Tensor, prompt_lengths: Tensor | None = None,
               positions: Tensor | None = None) -> tuple[Tensor, Tensor]:

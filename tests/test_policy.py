@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from covgym.policy import Policy, SamplingParams
 
@@ -88,3 +90,111 @@ def test_head_chunks_are_sized_by_bytes_of_logits(random_policy):
     vocab = random_policy.model.get_output_embeddings().weight.shape[0]
     assert random_policy.chunk_size == chunk_rows(vocab)
     assert Policy(random_policy.model, random_policy.tokenizer, chunk_size=7).chunk_size == 7
+
+
+# ------------------------------------------------------------------ covgym's own decode loop (issue 15)
+def reference_decode(policy: Policy, prompts: list[list[int]], max_new_tokens: int, top_p: float, seed: int):
+    """Obviously correct: no cache, the whole left-padded sequence through the HF model at every step."""
+    from covgym.policy import draw_from_probs
+    from covgym.prefix_sharing import left_pad
+
+    generator = torch.Generator().manual_seed(seed)
+    ids, mask = left_pad(prompts, policy.pad_token_id)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    steps = []
+    for _ in range(max_new_tokens):
+        position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+        logits = policy.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, -1]
+        log_p = torch.log_softmax(logits.float() / policy.temperature, -1)
+        token = draw_from_probs(log_p.exp(), top_p, generator)
+        token = torch.where(done, torch.full_like(token, policy.pad_token_id), token)
+        steps.append((token, log_p.gather(-1, token[:, None])[:, 0], -(log_p.exp() * log_p).sum(-1)))
+        done |= token == policy.eos_token_id
+        if bool(done.all()):
+            break
+        ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return [[step[k][row].item() for step in steps] for k in range(3) for row in range(len(prompts))]
+
+
+def test_decode_loop_matches_an_uncached_full_logits_reference(random_policy):
+    """Draws, log-probs and entropies of the KV-cache loop equal a full forward per step with the same uniforms."""
+    policy = random_policy
+    policy.temperature = 0.8
+    prompts = [policy.encode_prompt(t) for t in ("12+3=", "7*8-1=", "12+3=", "9=")]
+    for share, top_p in ((False, 1.0), (True, 1.0), (True, 0.9)):
+        policy.share_prompts = share
+        with torch.no_grad():
+            got = policy.sample(prompts, SamplingParams(0.8, top_p, 7), seed=5)
+            flat = reference_decode(policy, prompts, 7, top_p, seed=5)
+        n = len(prompts)
+        want_tokens, want_lp, want_ent = flat[:n], flat[n:2 * n], flat[2 * n:]
+        for row, response in enumerate(got):
+            length = len(response.ids)
+            assert response.ids == policy._cut_response([int(t) for t in want_tokens[row]], ())
+            torch.testing.assert_close(torch.tensor(response.log_probs), torch.tensor(want_lp[row][:length]),
+                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(torch.tensor(response.entropies), torch.tensor(want_ent[row][:length]),
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_sampled_scores_equal_scoring_of_the_finished_batch(random_policy):
+    """What the loop reads off while sampling is what ``score`` (chunked, shared prompts) gives afterwards."""
+    from covgym.rollout import Episode, pack_episodes
+
+    policy = random_policy
+    prompts = [policy.encode_prompt(t) for t in ("1+1=", "1+1=", "22*3=")]
+    with torch.no_grad():
+        responses = policy.sample(prompts, SamplingParams(max_new_tokens=9), seed=2)
+        batch = pack_episodes([Episode(p, [(r.ids, True)]) for p, r in zip(prompts, responses)], [0, 0, 1],
+                              policy.pad_token_id)
+        lp, ent = policy.score(batch.input_ids, batch.attention_mask, batch.prompt_lengths,
+                               positions=batch.response_mask)
+    for row, response in enumerate(responses):
+        start = len(prompts[row])
+        span = slice(start, start + len(response.ids))
+        torch.testing.assert_close(lp[row, span], torch.tensor(response.log_probs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ent[row, span], torch.tensor(response.entropies), atol=1e-5, rtol=1e-5)
+
+
+def test_sampled_scores_are_withheld_under_reduced_precision(random_policy):
+    random_policy.autocast_bf16 = True
+    response = random_policy.sample([random_policy.encode_prompt("5=")], SamplingParams(max_new_tokens=3), seed=0)[0]
+    assert response.ids and response.log_probs is None and response.entropies is None
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    from covgym.policy import draw_from_probs
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).expand(20000, 4)
+    draws = draw_from_probs(probs, 1.0, torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=4).float() / draws.numel()
+    torch.testing.assert_close(frequencies, probs[0], atol=0.015, rtol=0)
+    assert frequencies[1] == 0  # a token of probability 0 is never drawn
+
+
+@given(logits=st.lists(st.integers(-40, 40), min_size=2, max_size=12, unique=True), top_p=st.floats(0.05, 0.99))
+@settings(max_examples=60, deadline=None)
+def test_top_p_nucleus_is_the_one_transformers_keeps(logits, top_p):
+    """The support of our draws equals the tokens transformers' TopPLogitsWarper leaves finite."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from covgym.policy import draw_from_probs
+
+    scores = torch.tensor([logits]) / 10.0  # distinct in float32: no ties
+    sorted_mass = torch.softmax(scores, -1)[0].sort(descending=True).values
+    assume(bool(((sorted_mass.cumsum(0) - top_p).abs() > 1e-4).all()))  # no mass right at the boundary
+    kept = torch.isfinite(TopPLogitsWarper(top_p)(None, scores.clone()))[0]
+    probs = torch.softmax(scores, -1).expand(4000, -1)
+    drawn = torch.zeros_like(kept)
+    drawn[draw_from_probs(probs, top_p, torch.Generator().manual_seed(1))] = True
+    assert not (drawn & ~kept).any()  # never outside the nucleus
+    mass = torch.softmax(scores, -1)[0]
+    assert drawn[kept & (mass > 0.01)].all()  # every kept token with real mass shows up in 4000 draws
+
+
+def test_decode_loop_stops_rows_at_a_stop_string(random_policy):
+    policy = random_policy
+    prompts = [policy.encode_prompt(t) for t in ("1+1=", "22*3=")]
+    every_character = tuple(policy.decode([i]) for i in range(len(policy.tokenizer)) if policy.decode([i]))
+    responses = policy.sample(prompts, SamplingParams(max_new_tokens=8), stop_strings=every_character, seed=4)
+    assert all(len(r.ids) == 1 and len(r.log_probs) == 1 for r in responses)
