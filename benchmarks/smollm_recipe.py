@@ -50,7 +50,7 @@ def recipe_config(method: str, steps: int, lr: float, run_dir: Path, eval_proble
 
 def run(method: str, config: dict) -> dict:
     started = time.perf_counter()
-    trainer = Trainer(from_dict(config))
+    trainer = Trainer(from_dict(config), overwrite=True)  # a re-run of the recipe replaces its own earlier runs
     result = trainer.train()
     history = result.history
     return {
