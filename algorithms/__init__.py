@@ -1,22 +1,30 @@
-"""Interchangeable RL algorithms for language models, one module each, behind one registry.
+"""RL algorithms for language models, composed of registered parts: an advantage estimator, a policy loss and
+any number of entropy controls.
 
 >>> import covgym.algorithms as algorithms
 >>> algorithms.get("kl_cov")(kl_cov_ratio=2e-3).name
 'kl_cov'
+>>> algorithms.get("rloo+kl_cov")().estimator.name
+'rloo'
+
+A name is a preset (``grpo``, ``kl_cov``, ...), a part, or parts joined by ``+``. Built-in parts live one a
+module in ``estimators/``, ``losses/`` and ``controls/`` and register themselves; the registry imports every
+module of those folders (``registry.load_builtins``), so a new part needs no edit here.
 """
 
-from covgym.algorithms.base import Algorithm, get, hyperparameter, names, register
 from covgym.algorithms import functional
-from covgym.algorithms.grpo import GRPO
-from covgym.algorithms.dr_grpo import DrGRPO
-from covgym.algorithms.rloo import RLOO
-from covgym.algorithms.reinforce_pp import ReinforcePP
-from covgym.algorithms.ppo import PPO
-from covgym.algorithms.clip_higher import ClipHigher
-from covgym.algorithms.clip_cov import ClipCov
-from covgym.algorithms.kl_cov import KLCov
-from covgym.algorithms.entropy_bonus import EntropyBonus
-from covgym.algorithms.gpg import GPG
+from covgym.algorithms.base import NEEDS, Algorithm, AlgorithmCore, hyperparameter
+from covgym.algorithms.composition import Composition, compose
+from covgym.algorithms.parts import ClipRange, Control, Estimator, Part, PolicyLoss
+from covgym.algorithms.registry import (get, hyperparameter_index, load_builtins, names, part, part_names,
+                                        preset_parts, register, register_preset, unread_hyperparameters)
 
-__all__ = ["PPO", "RLOO", "Algorithm", "ClipCov", "ClipHigher", "DrGRPO", "EntropyBonus", "GPG", "GRPO", "KLCov",
-           "ReinforcePP", "functional", "get", "hyperparameter", "names", "register"]
+load_builtins()
+
+from covgym.algorithms.presets import (GPG, GRPO, PPO, RLOO, ClipCov, ClipHigher, DrGRPO,  # noqa: E402
+                                       EntropyBonus, KLCov, ReinforcePP)
+
+__all__ = ["GPG", "GRPO", "NEEDS", "PPO", "RLOO", "Algorithm", "AlgorithmCore", "ClipCov", "ClipHigher", "ClipRange",
+           "Composition", "Control", "DrGRPO", "EntropyBonus", "Estimator", "KLCov", "Part", "PolicyLoss",
+           "ReinforcePP", "compose", "functional", "get", "hyperparameter", "hyperparameter_index", "load_builtins",
+           "names", "part", "part_names", "preset_parts", "register", "register_preset", "unread_hyperparameters"]

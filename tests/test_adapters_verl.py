@@ -117,9 +117,9 @@ def test_loss_through_registry_lookup_matches_direct_call(fake_verl, name):
     loss, grad, metrics = call(function, old, log_prob, advantages, mask, loss_agg_mode="token-mean",
                                config=verl_config(**SELECTING))
     fields = {field.name for field in algorithms.get(name).hyperparameters()}
-    expected = {key: value for key, value in {**SELECTING, "clip_ratio": 0.2, "clip_ratio_c": 3.0}.items()
-                if key in fields}
-    want_loss, want_grad = direct(name, old, log_prob, advantages, mask, entropy_coeff=0.0,
+    expected = {key: value for key, value in {**SELECTING, "clip_ratio": 0.2, "clip_ratio_c": 3.0,
+                                               "entropy_coeff": 0.0}.items() if key in fields}
+    want_loss, want_grad = direct(name, old, log_prob, advantages, mask,
                                   loss_agg_mode="token-mean", **expected)  # verl's mode, even for dr_grpo
     torch.testing.assert_close(loss, want_loss)
     torch.testing.assert_close(grad, want_grad)

@@ -14,16 +14,18 @@ from covgym.critic import Critic
 REQUIRED = {"grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo", "clip_higher", "clip_cov", "kl_cov", "entropy_bonus"}
 
 # Defaults from docs/algorithms.md (verl's names and values).
-COMMON_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_c": 3.0, "loss_agg_mode": "token-mean", "use_kl_loss": False,
-                   "kl_loss_coef": 0.001, "kl_loss_type": "low_var_kl", "entropy_coeff": 0.0}
+COMMON_DEFAULTS = {"loss_agg_mode": "token-mean", "use_kl_loss": False, "kl_loss_coef": 0.001,
+                   "kl_loss_type": "low_var_kl"}
+PPO_CLIP = {"clip_ratio": 0.2, "clip_ratio_c": 3.0, "clip_ratio_low": None, "clip_ratio_high": None}
 SPECIFIC_DEFAULTS = {
-    "grpo": {"norm_adv_by_std_in_grpo": True, "epsilon": 1e-6, "clip_ratio_low": None, "clip_ratio_high": None},
-    "dr_grpo": {"norm_adv_by_std_in_grpo": False, "loss_agg_mode": "seq-mean-token-sum-norm"},
-    "clip_higher": {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28},
-    "clip_cov": {"clip_cov_ratio": 2e-4, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0},
+    "grpo": {"norm_adv_by_std_in_grpo": True, "epsilon": 1e-6, **PPO_CLIP},
+    "dr_grpo": {"norm_adv_by_std_in_grpo": False, "loss_agg_mode": "seq-mean-token-sum-norm", **PPO_CLIP},
+    "rloo": PPO_CLIP, "reinforce_pp": PPO_CLIP,
+    "clip_higher": {**PPO_CLIP, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28},
+    "clip_cov": {"clip_ratio": 0.2, "clip_cov_ratio": 2e-4, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0},
     "kl_cov": {"kl_cov_ratio": 2e-4, "ppo_kl_coef": 1.0},
-    "ppo": {"gamma": 1.0, "lam": 1.0, "cliprange_value": 0.5},
-    "entropy_bonus": {"entropy_coeff": 0.005},
+    "ppo": {"gamma": 1.0, "lam": 1.0, "cliprange_value": 0.5, **PPO_CLIP},
+    "entropy_bonus": {"entropy_coeff": 0.005, **PPO_CLIP},
 }
 
 
@@ -48,15 +50,15 @@ def test_every_algorithm_is_a_documented_dataclass(name):
     assert cls.name == name and cls.description and cls.source
     for field in dataclasses.fields(cls):
         assert field.metadata.get("help"), f"{name}.{field.name} has no help text"
-    instance = cls(clip_ratio=0.3)  # hyperparameters are constructor keyword arguments
-    assert instance.to_dict()["clip_ratio"] == 0.3
-    assert cls.needs_critic == (name == "ppo")
-    assert cls.needs_off_policy_minibatches == (name == "kl_cov")
+    instance = cls(kl_loss_coef=0.3)  # hyperparameters are constructor keyword arguments
+    assert instance.to_dict()["kl_loss_coef"] == 0.3
+    assert cls.needs_critic == (name == "ppo") == ("critic" in instance.needs)
+    assert cls.needs_off_policy_minibatches == (name == "kl_cov") == ("off_policy_minibatches" in instance.needs)
 
 
 @pytest.mark.parametrize("name, field, value", [
     ("grpo", "clip_ratio", -0.1), ("grpo", "clip_ratio_c", 1.0), ("grpo", "loss_agg_mode", "mean"),
-    ("grpo", "kl_loss_type", "k9"), ("grpo", "entropy_coeff", -1.0), ("grpo", "loss_scale_factor", 0.0),
+    ("grpo", "kl_loss_type", "k9"), ("entropy_bonus", "entropy_coeff", -1.0), ("grpo", "loss_scale_factor", 0.0),
     ("clip_cov", "clip_cov_ratio", 0.0), ("clip_cov", "clip_cov_lb", 9.0), ("kl_cov", "kl_cov_ratio", 2.0),
     ("kl_cov", "ppo_kl_coef", -1.0), ("ppo", "gamma", 1.5), ("ppo", "cliprange_value", -1.0),
     ("ppo", "critic_lr", 0.0),

@@ -69,7 +69,13 @@ def test_hyperparameter_of_another_algorithm_is_rejected(capsys, tmp_path):
         pytest.skip("kl_cov not registered")
     code = main(["train", "--algo", "grpo", "--kl-cov-ratio", "0.1", "--run-dir", str(tmp_path / "r")])
     assert code == 2
-    assert "not a hyperparameter of --algo grpo" in capsys.readouterr().err
+    assert "--kl-cov-ratio not read by --algo grpo" in capsys.readouterr().err
+    # a knob that no chosen part reads names the parts that do read it, in one line
+    code = main(["train", "--clip-ratio", "0.5", "--algo", "kl_cov", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--clip-ratio not read by --algo kl_cov" in err and "ppo_clip" in err and "clip_cov" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_module_entry_point_reports_errors_without_traceback():

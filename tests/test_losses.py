@@ -48,7 +48,8 @@ ALL_TERMS = {"entropy_coeff": 0.05, "use_kl_loss": True, "kl_loss_coef": 0.1}
 
 def build(name: str, **overrides):
     cls = algorithms.get(name)
-    params = {**ALL_TERMS, **overrides}
+    fields = {f.name for f in cls.hyperparameters()}
+    params = {k: v for k, v in {**ALL_TERMS, **overrides}.items() if k in fields}  # what this algorithm reads
     if name == "clip_cov":
         params.update(clip_cov_ratio=0.2, clip_cov_lb=-0.5, clip_cov_ub=5.0)  # make it select something
     if name == "kl_cov":

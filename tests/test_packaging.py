@@ -33,7 +33,9 @@ def test_regular_wheel_install_carries_the_mapped_packages(tmp_path):
                    check=True, capture_output=True, timeout=300)
     wheel = next(wheel_dir.glob("covgym-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for expected in ("covgym/algorithms/grpo.py", "covgym/algorithms/kl_cov.py", "covgym/envs/arithmetic.py",
+    for expected in ("covgym/algorithms/presets.py", "covgym/algorithms/estimators/grpo.py",
+                     "covgym/algorithms/losses/kl_cov.py", "covgym/algorithms/controls/entropy_bonus.py",
+                     "covgym/envs/arithmetic.py",
                      "covgym/envs/data/gsm8k_sample.jsonl", "covgym/trainer.py", "covgym/adapters/verl.py"):
         assert expected in names, expected
     assert not any(name.startswith(("algorithms/", "envs/")) for name in names)

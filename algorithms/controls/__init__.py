@@ -1,0 +1,1 @@
+"""Entropy controls, one a module; each registers itself (``covgym.algorithms.registry.load_builtins``)."""

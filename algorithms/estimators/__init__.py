@@ -1,0 +1,1 @@
+"""Advantage estimators, one a module; each registers itself (``covgym.algorithms.registry.load_builtins``)."""

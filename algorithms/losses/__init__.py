@@ -1,0 +1,1 @@
+"""Policy losses, one a module; each registers itself (``covgym.algorithms.registry.load_builtins``)."""
