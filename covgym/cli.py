@@ -88,14 +88,10 @@ def _config_fields() -> list[tuple[str | None, dataclasses.Field]]:
 
 
 def _algorithm_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
-    """Hyperparameter name -> (field, algorithms that have it), over every registered algorithm."""
+    """Hyperparameter name -> (field, the parts and algorithms that read it), over everything registered."""
     import covgym.algorithms as algorithms
 
-    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
-    for name in algorithms.names():
-        for f in dataclasses.fields(algorithms.get(name)):
-            found.setdefault(f.name, (f, []))[1].append(name)
-    return found
+    return algorithms.hyperparameter_index()
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,12 +166,13 @@ def config_from_args(args: argparse.Namespace):
     load_plugins(config.plugins)  # before the algorithm's name is looked up
     import covgym.algorithms as algorithms
 
-    if config.algo in algorithms.names():
-        known = {f.name for f in dataclasses.fields(algorithms.get(config.algo))}
-        stray = [name for name in algo_params if name not in known]
-        if stray:
-            raise UsageError(f"{', '.join(_flag(s) for s in stray)} not a hyperparameter of --algo {config.algo} "
-                             f"(see `covgym algos --verbose`)")
+    try:
+        algorithms.get(config.algo)
+    except KeyError:
+        return config  # validation names the unknown algorithm
+    unread = algorithms.unread_hyperparameters(config.algo, algo_params, _flag)
+    if unread:  # a flag no chosen part reads would be silently ignored
+        raise UsageError(unread)
     return config
 
 
@@ -261,12 +258,23 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_algos(args: argparse.Namespace) -> int:
     import covgym.algorithms as algorithms
 
-    for name in algorithms.names():
-        cls = algorithms.get(name)
-        print(f"{name:16}{cls.description}")
+    def show(name: str, cls: type, label: str = "") -> None:
+        print(f"  {name:20}{label}{cls.description}")
         if args.verbose:
             for f in dataclasses.fields(cls):
-                print(f"    {_flag(f.name):28}{f.default!r:>12}  {f.metadata.get('help', '')}")
+                print(f"      {_flag(f.name):28}{f.default!r:>12}  {f.metadata.get('help', '')}")
+
+    for kind, title in (("estimator", "advantage estimators"), ("loss", "policy losses"),
+                        ("control", "entropy controls")):
+        print(f"{title}:")
+        for name in algorithms.part_names(kind):
+            show(name, algorithms.part(name))
+    print("presets and registered algorithms (compose parts with '+', e.g. --algo rloo+kl_cov):")
+    for name in algorithms.names():
+        recipe = algorithms.preset_parts(name)
+        show(name, algorithms.get(name), f"= {'+'.join(recipe[0])}: " if recipe else "")
+    if args.verbose:
+        print("every algorithm also reads: --use-kl-loss, --kl-loss-coef, --kl-loss-type")
     return 0
 
 

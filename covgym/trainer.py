@@ -99,7 +99,8 @@ def configuration_warnings(config: TrainConfig) -> list[str]:
     """Combinations that are legal but make the chosen method do nothing."""
     algorithm_class = algorithms.get(config.algo)
     notes = []
-    if algorithm_class.needs_off_policy_minibatches and config.optim.mini_batches * config.optim.ppo_epochs <= 1:
+    needs = algorithm_class(**config.algo_params).needs
+    if "off_policy_minibatches" in needs and config.optim.mini_batches * config.optim.ppo_epochs <= 1:
         notes.append(f"{config.algo} has no effect on a fully on-policy mini-batch (log π = log π_old): with one "
                      f"mini-batch and one epoch per rollout it reduces to its base loss; use --mini-batches >= 2")
     return notes
@@ -159,7 +160,8 @@ class Trainer:
                                              show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
                                              share_prompts=m.share_prompts)
         self.reference: Policy | None = None
-        if getattr(self.algorithm, "use_kl_loss", False):
+        needs = self.algorithm.needs  # declared by the algorithm's parts; the trainer never probes for methods
+        if "reference_model" in needs:
             self.reference = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                                     temperature=self.config.rollout.temperature,
                                                     use_chat_template=chat, show_progress=False,
@@ -167,7 +169,7 @@ class Trainer:
             self.reference.model.requires_grad_(False)
         self.critic = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
-        if self.algorithm.needs_critic:
+        if "critic" in needs:
             self._build_critic()  # before sharding: the critic copies the policy's trunk and stays replicated
         self._sampler_stale = False
         if m.generation_backend == "vllm":
@@ -204,7 +206,7 @@ class Trainer:
         from covgym.critic import Critic
 
         self.critic = Critic.from_pretrained(self.policy.model).to(self.device)
-        lr = getattr(self.algorithm, "critic_lr", None) or self.config.optim.lr
+        lr = self.algorithm.critic_lr or self.config.optim.lr  # an algorithm that needs a critic has critic_lr
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=lr)
 
     def _write_config(self) -> None:
@@ -258,6 +260,9 @@ class Trainer:
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        algorithm_state = self.algorithm.state_dict()  # coefficients that entropy controls adapt between steps
+        if algorithm_state:
+            state["algorithm"] = algorithm_state
         return state
 
     def _save_checkpoint(self, step: int) -> None:
@@ -290,6 +295,7 @@ class Trainer:
         if self.critic is not None and "critic" in state:
             self.critic.load_state_dict(state["critic"])
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
         self.consecutive_skips = state["consecutive_skips"]
         self.eval_before = state.get("eval_before", {})
         self.start_step = state["next_step"] - 1
@@ -341,10 +347,7 @@ class Trainer:
         rows of each piece, so the update does not depend on how many ranks share the work.
         """
         o = self.config.optim
-        if hasattr(self.algorithm, "advantages_and_returns"):
-            advantages, returns = self.algorithm.advantages_and_returns(batch)
-        else:
-            advantages, returns = self.algorithm.advantages(batch), None
+        advantages, returns = self.algorithm.advantages_and_returns(batch)  # returns: None without a critic
         batch_metrics = training_metrics.batch_statistics(batch, advantages)
         self.generator.manual_seed(derive_seed(self.config.seed, step, "algorithm"))
         order_rng = torch.Generator().manual_seed(derive_seed(self.config.seed, step, "minibatch"))
@@ -520,7 +523,9 @@ class Trainer:
                         "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
                         "seed_envs": derive_seed(self.config.seed, step, "envs"),
                         "seed_algorithm": derive_seed(self.config.seed, step, "algorithm")}
-        return training_metrics.merge_disjoint(step_metrics, rollout_metrics, update_metrics, timings)
+        record = training_metrics.merge_disjoint(step_metrics, rollout_metrics, update_metrics, timings)
+        # controls that adapt a coefficient between steps see the step's (rank-averaged) metrics, on every rank
+        return training_metrics.merge_disjoint(record, self.algorithm.end_of_step(record))
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

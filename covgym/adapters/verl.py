@@ -109,7 +109,9 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
         scale_factor = batch_info.get("loss_scale_factor", _lookup(config, "loss_scale_factor"))
         loss_agg_mode = fixed.get("loss_agg_mode", loss_agg_mode)
         kwargs = {**_from_config(config, known - _NOT_FROM_CONFIG), **fixed, "loss_agg_mode": loss_agg_mode,
-                  "entropy_coeff": 0.0, "use_kl_loss": False}
+                  "use_kl_loss": False}
+        if "entropy_coeff" in known:  # verl adds its own entropy term; only some algorithms have this knob
+            kwargs["entropy_coeff"] = 0.0
         if "loss_scale_factor" not in fixed and scale_factor not in (None, _MISSING):
             kwargs["loss_scale_factor"] = float(scale_factor)
         dp_size = float(batch_info.get("dp_size") or 1)
