@@ -469,9 +469,9 @@ class Property:
 PROPERTIES: tuple[Property, ...] = (
     Property("masked_gradient", "masked positions get zero gradient", check_masked_gradient, loss_cases),
     Property("padding", "padding changes neither loss nor gradient", check_padding, padding_cases),
+    Property("metrics", "metrics are finite floats", check_metrics, loss_cases),
     Property("extreme_inputs", "finite loss, gradient and metrics on extreme but valid inputs", check_extreme_inputs,
              extreme_cases),
-    Property("metrics", "metrics are finite floats", check_metrics, loss_cases),
     Property("advantages_masked", "advantages are finite and zero outside the response mask",
              check_advantages_masked, batch_cases),
     Property("group_invariants", "the group invariants the estimator declares hold", check_group_invariants,
