@@ -130,6 +130,8 @@ def check_run_dir(run_dir: str | Path, wanted: dict[str, Any] | None = None, *, 
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory {str(path)!r} is a file; choose another --run-dir")
     if resume:
+        if is_taken(path) and not is_run_dir(path):
+            raise RunDirError(f"{str(path)!r} holds no covgym run to resume; choose the run's own directory")
         if wanted is not None:
             check_same_config(path, wanted)
         return

@@ -132,6 +132,8 @@ def test_checks_only_read_and_clear_deletes_only_runs(tmp_path):
     (plain / "data.csv").write_text("1")
     with pytest.raises(RunDirError):
         clear_run_dir(plain)
+    with pytest.raises(RunDirError, match="no covgym run to resume"):
+        check_run_dir(plain, resume=True)
     assert (plain / "data.csv").exists()
 
 
