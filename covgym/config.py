@@ -124,7 +124,8 @@ def nest_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
     with different values is an error; unknown keys are left for ``from_dict`` to report.
     """
     owners = _section_of()
-    flat = {key: value for key, value in data.items() if key in owners and not isinstance(value, dict)}
+    flat = {key: value for key, value in data.items()
+            if key in owners and not (key in SECTIONS and isinstance(value, dict))}  # env_kwargs: a dict, yet flat
     nested = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items() if key not in flat}
     for key, value in flat.items():
         section = owners[key]

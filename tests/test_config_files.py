@@ -23,6 +23,11 @@ def test_flat_and_nested_files_give_the_same_config(tmp_path):
     assert flat.optim.lr == 0.0005 and flat.model.device == "cpu" and flat.env.env == "covgym/Countdown-v0"
 
 
+def test_a_flat_mapping_valued_key_is_nested_too():
+    config = from_dict({"env": "covgym/Countdown-v0", "env_kwargs": {"split": "test"}})
+    assert config.env.env == "covgym/Countdown-v0" and config.env.env_kwargs == {"split": "test"}
+
+
 def test_flags_override_flat_keys_of_the_file(tmp_path):
     assert from_cli(tmp_path, "lr: 0.5\nmini_batches: 2\n", "--lr", "0.1").optim.lr == 0.1
 
