@@ -138,6 +138,16 @@ def test_must_show_a_users_env_and_algorithm_from_outside_the_repo(tmp_path, mon
     config = json.loads((home / "run" / "config.json").read_text())
     assert config["plugins"] == [str(home / "mine.py")] and config["algo"] == "my_algo"
 
+    assert cli.main(["eval", "--plugin", "./mine.py", "--env", "my/ReverseString-v0", "--problems", "2", "--samples",
+                     "1", "--max-new-tokens", "4"]) == 0
+    (home / "bench.yaml").write_text("methods: [my_algo]\nseeds: [0]\nenvs: [{env: my/ReverseString-v0, steps: 1, "
+                                     "max_new_tokens: 4}]\nprompts_per_step: 2\ngroup_size: 2\nmini_batches: 2\n"
+                                     "eval_problems: 0\nsave_every: 0\n")
+    assert cli.main(["bench", "--plugin", "./mine.py", "--config", "bench.yaml", "--out", "bench", "--no-plots",
+                     "--no-progress"]) == 0
+    bench_config = json.loads(next((home / "bench").glob("*/my_algo/seed0/config.json")).read_text())
+    assert bench_config["plugins"] == [str(home / "mine.py")]  # spawned workers and --resume import it too
+
     forget_plugins()  # as in a new process: nothing registered, the plugin not loaded
     assert "my_algo" not in algorithms.names() and "my/ReverseString-v0" not in gym.registry
     assert cli.main(["train", "--resume", "run", "--steps", "3"]) == 0  # config.json brings the plugin back
