@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covgym.bench_summary import (SummaryOptions, add_evaluation_before, aggregate, markdown_table, mean_curves,
+from covgym.bench_summary import (SummaryOptions, add_evaluation_before, aggregate, markdown_table,
                                   paired_comparisons, read_records, summarize_run)
 from covgym.config import ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig, load_file
 
@@ -422,24 +422,6 @@ def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def write_mean_curve_runs(spec: BenchSpec, out: Path, env: BenchEnv) -> list[Path]:
-    """For each method, a run directory whose metrics are the mean over seeds per step (for overlay plots)."""
-    directories = []
-    for method in spec.methods:
-        seeds = [read_records(run_dir_for(out, env, method, seed)) for seed in spec.seeds]
-        seeds = [records for records in seeds if records]
-        if not seeds:
-            continue
-        directory = out / "plots" / env.name / "mean_over_seeds" / method
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps({"algo": method, "env": {"env": env.env},
-                                                           "seeds": len(seeds)}))
-        lines = [json.dumps(record, sort_keys=True) for record in mean_curves(seeds)]
-        (directory / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        directories.append(directory)
-    return directories
-
-
 def aggregate_sweep(spec: BenchSpec, out: str | Path, plots: bool = True) -> BenchResult:
     """Summaries, ``summary.json``, ``summary.md`` and overlay plots from the run directories under ``out``."""
     from covgym.plotting import plot_runs
@@ -453,10 +435,18 @@ def aggregate_sweep(spec: BenchSpec, out: str | Path, plots: bool = True) -> Ben
                 else "no runs with metrics yet\n")
     written: list[Path] = []
     if plots:
+        from covgym.bench_plots import plot_pass_at_k
+
         for env in spec.envs:
-            curves = write_mean_curve_runs(spec, out, env)
-            if curves:
-                written += plot_runs(curves, out / "plots" / env.name, labels=[c.name for c in curves])
+            run_dirs, labels = [], []
+            for method in spec.methods:
+                for seed in spec.seeds:
+                    if read_records(run_dir_for(out, env, method, seed)):
+                        run_dirs.append(run_dir_for(out, env, method, seed))
+                        labels.append(method)
+            if run_dirs:  # every seed of a method under one label: its mean with a 95 % band over seeds
+                written += plot_runs(run_dirs, out / "plots" / env.name, labels=labels)
+            written += plot_pass_at_k(table.get(env.env, {}), out / "plots" / env.name, env.env)
     budgets = {env.env: comparison_budget(spec.run_config(env, spec.methods[0], spec.seeds[0], Path("unused")))
                for env in spec.envs}
     payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "suite": spec.suite, "spec": dataclasses.asdict(spec),

@@ -107,7 +107,11 @@ def test_auto_sizes_follow_the_model_and_explicit_values_win():
         return (resolved.rollout.prompts_per_step, resolved.rollout.group_size, resolved.eval_problems,
                 resolved.optim.lr)
 
-    assert sizes(TrainConfig(run_dir="r")) == (16, 8, 64, 1e-3)
+    from covgym.trainer import AUTO_LR
+
+    assert sizes(TrainConfig(run_dir="r")) == (16, 8, 64, AUTO_LR["tiny"])
+    assert resolve_config(TrainConfig(run_dir="r", algo="grpo")).optim.mini_batches == \
+        resolve_config(TrainConfig(run_dir="r", algo="kl_cov")).optim.mini_batches  # equal update budgets
     pretrained = ModelConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert sizes(TrainConfig(run_dir="r", model=pretrained)) == (8, 4, 16, 1e-6)
     explicit = TrainConfig(run_dir="r", model=pretrained, eval_problems=0, optim=OptimConfig(lr=1e-5),
