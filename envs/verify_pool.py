@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _SERVER = Path(__file__).with_name("_verify_server.py")
 _LAUNCH = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
@@ -49,6 +49,8 @@ class GradingDeadline:
 
     at: float
     timed_out: bool = False
+    #: Called before a comparison blocks on a worker (the rollout starts another stepping thread then).
+    before_wait: Callable[[], None] | None = None
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
@@ -58,9 +60,9 @@ _DEADLINE: ContextVar[GradingDeadline | None] = ContextVar("covgym_grading_deadl
 
 
 @contextmanager
-def grading_deadline(at: float) -> Iterator[GradingDeadline]:
+def grading_deadline(at: float, before_wait: Callable[[], None] | None = None) -> Iterator[GradingDeadline]:
     """Bound every ``VerifyPool.equal`` call in this thread (this context) by the absolute time ``at``."""
-    deadline = GradingDeadline(at)
+    deadline = GradingDeadline(at, before_wait=before_wait)
     token = _DEADLINE.set(deadline)
     try:
         yield deadline
@@ -167,6 +169,8 @@ class VerifyPool:
             return _settle(cached, deadline)
         if deadline is not None and deadline.remaining() <= 0:
             return _settle(_Verdict(False, "grading deadline passed", timed_out=True), deadline)
+        if deadline is not None and deadline.before_wait is not None:
+            deadline.before_wait()
         worker = self._take(deadline)
         if worker is None:
             if deadline is not None and deadline.remaining() <= 0:
