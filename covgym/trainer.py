@@ -183,8 +183,10 @@ class Trainer:
             self.policy.share_prompts = False  # its extra prefill pass would differ between ranks
             self.policy.synced = True
         o = self.config.optim
+        # fused: one pass per tensor; on CPU the default per-tensor loop took 1.3 s a step for SmolLM2-135M (0.2 s
+        # fused), a tenth of a training step. FSDP's mixed DTensor/Tensor parameters take the plain loop.
         self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
-                                           foreach=False if self.fsdp else None)  # mixed DTensor/Tensor params
+                                           **({"foreach": False} if self.fsdp else {"fused": True}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         r = self.config.rollout
