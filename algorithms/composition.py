@@ -48,6 +48,13 @@ class Composition(AlgorithmCore):
         return [self.estimator, self.loss, *self.controls]
 
     @property
+    def advantage_invariants(self) -> tuple[str, ...]:
+        """The estimator's group invariants, unless a control or a subclass changes the advantages."""
+        changed = type(self).compute_advantages is not Composition.compute_advantages or any(
+            type(c).transform_advantages is not Control.transform_advantages for c in self.controls)
+        return () if changed else tuple(self.estimator.advantage_invariants)
+
+    @property
     def needs(self) -> frozenset[str]:
         wanted = set(super().needs)
         for part in self.parts:

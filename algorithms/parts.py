@@ -62,6 +62,8 @@ class Estimator(Part):
 
     kind: ClassVar[str] = "estimator"
     uses_groups: ClassVar[bool] = True
+    #: group invariants the advantages satisfy, checked by ``covgym.testing.check_algorithm``
+    advantage_invariants: ClassVar[tuple[str, ...]] = ()
 
     def compute(self, batch: RolloutBatch) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement compute")
@@ -130,6 +132,7 @@ class Control(Part):
     - ``loss_terms(aggregate, ...)``: per mini-batch, scalar terms added to the loss (e.g. an entropy bonus).
     - ``end_of_step(metrics)``: once per step, after the update, with the step's metrics (adapt a coefficient).
     - ``state_dict``/``load_state_dict``: what survives checkpoint and resume.
+    ``end_of_step`` sees the step's metrics; metrics measured in ``transform_advantages`` are returned from it.
     Metrics a control reports are prefixed by its name, so they never collide with another part's.
     """
 

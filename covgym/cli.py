@@ -170,7 +170,9 @@ def config_from_args(args: argparse.Namespace):
         algorithms.get(config.algo)
     except KeyError:
         return config  # validation names the unknown algorithm
-    unread = algorithms.unread_hyperparameters(config.algo, algo_params, _flag)
+    flagged = {key[len("algo__"):] for key in given if key.startswith("algo__")}  # the rest came from a file
+    unread = algorithms.unread_hyperparameters(config.algo, algo_params,
+                                               lambda key: _flag(key) if key in flagged else key)
     if unread:  # a flag no chosen part reads would be silently ignored
         raise UsageError(unread)
     return config

@@ -30,6 +30,7 @@ class GPGEstimator(Estimator):
     name = "gpg"
     description = "α-rescaled group baseline (GPG)"
     source = "Chu et al. 2025 (GPG); verl compute_gpg_outcome_advantage"
+    advantage_invariants = ("zero_mean_per_group",)
 
     f_norm: float = hyperparameter(1.0, "divisor of the GPG advantage")
 

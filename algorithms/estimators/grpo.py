@@ -28,6 +28,7 @@ class GRPOEstimator(Estimator):
     name = "grpo"
     description = "Group-relative advantages (mean/std over a prompt's responses)"
     source = "Shao et al. 2024 (DeepSeekMath); verl compute_grpo_outcome_advantage"
+    advantage_invariants = ("zero_mean_per_group", "shift_invariant")
 
     norm_adv_by_std_in_grpo: bool = hyperparameter(True, "divide by the group's std (False: Dr. GRPO)")
     epsilon: float = hyperparameter(1e-6, "added to the group std before dividing")

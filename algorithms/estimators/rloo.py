@@ -26,6 +26,7 @@ class RLOOEstimator(Estimator):
     name = "rloo"
     description = "Leave-one-out group baseline (no std normalisation)"
     source = "Ahmadian et al. 2024 (Back to Basics); verl compute_rloo_outcome_advantage"
+    advantage_invariants = ("zero_mean_per_group", "shift_invariant")
 
     def compute(self, batch: RolloutBatch) -> Tensor:
         scores = batch.outcome_token_rewards().sum(-1)  # [B]
