@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import gymnasium as gym
@@ -196,3 +197,24 @@ def test_entry_points_register_algorithms_and_envs_and_a_broken_one_only_warns(t
     assert {"fake", "fake_envs"} <= set(loaded)
     assert "fake_entry_point_algo" in algorithms.names() and "fake/Arith-v0" in gym.registry
     assert plugins.load_entry_points() == []  # once only
+
+
+def test_resume_reuses_the_recorded_plugins_and_refuses_others(plugin_file, tmp_path, monkeypatch):
+    from covgym.config import EnvConfig, TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = TrainConfig(algo="plugtest_algo", env=EnvConfig("plugtest/Echo-v0"), run_dir=str(run),
+                           plugins=[str(plugin_file)])
+    (run / "config.json").write_text(json.dumps(recorded.to_dict()))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--resume", str(run)]
+    cli._preload_plugins(argv)  # the recorded plugin is imported before the parser is built
+    assert "plugtest_algo" in algorithms.names()
+    assert cli.config_from_args(cli.build_parser().parse_args(argv)).plugins == [str(plugin_file)]
+    same = cli.build_parser().parse_args(argv + ["--plugin", "./plugtest.py"])
+    assert cli.config_from_args(same).plugins == [str(plugin_file)]  # the same file, however it is spelled
+    (tmp_path / "other.py").write_text("")
+    other = cli.build_parser().parse_args(argv + ["--plugin", "./other.py"])
+    with pytest.raises(cli.UsageError, match="--resume uses the plugins recorded"):
+        cli.config_from_args(other)
