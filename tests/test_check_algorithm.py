@@ -177,3 +177,20 @@ def test_same_seed_replays_the_same_result():
 
 def test_property_names_are_unique():
     assert len({p.name for p in PROPERTIES}) == len(PROPERTIES)
+
+
+@pytest.mark.parametrize(("estimator", "invariants"), [
+    ("grpo", ("zero_mean_per_group", "shift_invariant")),
+    ("dr_grpo", ("zero_mean_per_group", "shift_invariant")),
+    ("rloo", ("zero_mean_per_group", "shift_invariant")),
+    ("reinforce_pp", ("shift_invariant",)),  # whitened over the whole batch: a group's mean is not zero
+    ("gpg", ("zero_mean_per_group",)),  # α counts the non-zero scores: a shift changes it
+])
+def test_builtin_group_estimators_satisfy_the_invariants_they_can_declare(monkeypatch, estimator, invariants):
+    monkeypatch.setattr(algorithms.part(estimator), "advantage_invariants", invariants, raising=False)
+    assert check_algorithm(estimator, properties=("group_invariants",), **FAST) == ["group_invariants"]
+    wrong = tuple(i for i in ("zero_mean_per_group", "shift_invariant") if i not in invariants)
+    if wrong:  # and the check tells a false declaration apart
+        monkeypatch.setattr(algorithms.part(estimator), "advantage_invariants", wrong)
+        with pytest.raises(AssertionError, match=f"declared {wrong[0]}"):
+            check_algorithm(estimator, properties=("group_invariants",), **FAST)
