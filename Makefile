@@ -33,7 +33,7 @@ verl-check:
 	$(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -c "import torch" 2>/dev/null || $(VERL_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
 	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[test]" verl
-	$(VERL_VENV)/bin/python -m pytest -q -rs tests/test_adapters_verl.py
+	$(VERL_VENV)/bin/python -m pytest -q -rs tests/test_adapters_verl.py tests/test_algorithm_new_parts.py -k "verl"
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) runs .pytest_cache .hypothesis
