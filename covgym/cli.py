@@ -307,6 +307,8 @@ def cmd_check_algorithm(args: argparse.Namespace) -> int:
     import covgym.algorithms as algorithms
     from covgym.testing import check_algorithm
 
+    if args.max_examples < 1:
+        raise UsageError(f"--max-examples must be >= 1, got {args.max_examples}")
     algorithm_class = algorithms.get(args.name)  # an unknown name is a KeyError: one line, exit 2
     try:
         algorithm = algorithm_class(**args.params)

@@ -194,3 +194,15 @@ def test_builtin_group_estimators_satisfy_the_invariants_they_can_declare(monkey
         monkeypatch.setattr(algorithms.part(estimator), "advantage_invariants", wrong)
         with pytest.raises(AssertionError, match=f"declared {wrong[0]}"):
             check_algorithm(estimator, properties=("group_invariants",), **FAST)
+
+
+def test_the_command_passes_fails_and_rejects_bad_input_in_one_line(capsys):
+    from covgym import cli
+
+    assert cli.main(["check-algorithm", "kl_cov", "--params", '{"kl_cov_ratio": 0.2}', "--max-examples", "5"]) == 0
+    assert "kl_cov: passed" in capsys.readouterr().out
+    for argv in (["check-algorithm", "nope"], ["check-algorithm", "grpo", "--params", '{"nope": 1}'],
+                 ["check-algorithm", "grpo", "--max-examples", "0"]):
+        assert cli.main(argv) == cli.EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("covgym: error:") and err.count("\n") == 1, err
