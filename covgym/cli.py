@@ -230,12 +230,14 @@ def _print_summary(result) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import gymnasium as gym  # noqa: F401
 
-    from covgym.envs import is_registered, unknown_environment_message
+    from covgym.envs import is_registered, split_support_error, unknown_environment_message
     from covgym.evaluation import EvalSpec, evaluate
     from covgym.policy import Policy, SamplingParams
 
     if not is_registered(args.env):
         raise UsageError(unknown_environment_message(args.env))
+    if split_support_error(args.env):
+        raise UsageError(split_support_error(args.env))
     for name in ("problems", "samples", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -217,7 +217,7 @@ def _check(condition: bool, name: str, message: str) -> None:
 def validate(config: TrainConfig) -> None:
     """Reject invalid values and inconsistent combinations before any work starts."""
     from covgym.algorithms import get as get_algorithm, unread_hyperparameters
-    from covgym.envs import is_registered, unknown_environment_message
+    from covgym.envs import is_registered, split_support_error, unknown_environment_message
     from covgym.plugins import load_plugins
 
     _check(isinstance(config.plugins, list) and all(isinstance(p, str) for p in config.plugins), "plugins",
@@ -230,6 +230,8 @@ def validate(config: TrainConfig) -> None:
     unread = unread_hyperparameters(config.algo, config.algo_params)  # ignored knobs are refused, not dropped
     _check(unread is None, "algo_params", unread or "")
     _check(is_registered(config.env.env), "env", unknown_environment_message(config.env.env))
+    split_error = split_support_error(config.env.env)
+    _check(split_error is None, "env", str(split_error))
     _check(isinstance(config.env.env_kwargs, dict), "env_kwargs", "must be a mapping")
     _check(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
     _check(config.save_every >= 0, "save_every", f"must be >= 0, got {config.save_every}")

@@ -59,6 +59,32 @@ def unknown_environment_message(env_id: str) -> str:
             f"gymnasium.register in a module loaded with --plugin)")
 
 
+def split_support_error(env_id: str) -> str | None:
+    """None when ``env_id``'s constructor takes ``split=`` (covgym's always do), else a one-line error.
+
+    The trainer makes its envs with ``split="train"`` and evaluation with ``split="test"`` so that held-out
+    problems are never trained on; an env without the argument would fail deep inside the trainer instead.
+    """
+    if env_id in ENVIRONMENTS or env_id not in gym.registry:
+        return None
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gym.registry[env_id].entry_point
+    try:
+        creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        parameters = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # a signature Python cannot read: let gymnasium.make decide
+        return None
+    except Exception as error:  # noqa: BLE001 - the user's module failed to import
+        return f"environment {env_id!r} cannot be loaded: {type(error).__name__}: {error}"
+    if any(p.name == "split" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return (f"environment {env_id!r} does not take split= (train/test problem streams): subclass "
+            f"covgym.envs.SingleTurnEnv or MultiTurnEnv, or accept a split argument")
+
+
 def _first_docstring_line(entry_point: object) -> str:
     if callable(entry_point):
         return ((entry_point.__doc__ or "").strip().splitlines() or [""])[0]
@@ -76,4 +102,5 @@ def describe() -> dict[str, str]:
 register_all()
 
 __all__ = ["ENVIRONMENTS", "Grade", "MultiTurnEnv", "Problem", "SingleTurnEnv", "TextEnv", "Turn", "describe",
-           "grade_math", "is_registered", "register_all", "text_space", "unknown_environment_message"]
+           "grade_math", "is_registered", "register_all", "split_support_error", "text_space",
+           "unknown_environment_message"]

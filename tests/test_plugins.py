@@ -218,3 +218,18 @@ def test_resume_reuses_the_recorded_plugins_and_refuses_others(plugin_file, tmp_
     other = cli.build_parser().parse_args(argv + ["--plugin", "./other.py"])
     with pytest.raises(cli.UsageError, match="--resume uses the plugins recorded"):
         cli.config_from_args(other)
+
+
+def test_an_env_without_train_test_splits_is_refused_in_one_line(forget_plugins, capsys):
+    from covgym.config import ConfigError, EnvConfig, TrainConfig, validate
+
+    class Plain(gym.Env):
+        def __init__(self, render_mode=None):
+            pass
+
+    gym.register(id="plugtest/Plain-v0", entry_point=Plain)
+    with pytest.raises(ConfigError, match="does not take split="):
+        validate(TrainConfig(run_dir="r", env=EnvConfig("plugtest/Plain-v0")))
+    assert cli.main(["eval", "--env", "plugtest/Plain-v0"]) == cli.EXIT_USAGE
+    assert "does not take split=" in capsys.readouterr().err
+    validate(TrainConfig(run_dir="r", env=EnvConfig("covgym/Arithmetic-v0")))
