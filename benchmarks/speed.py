@@ -17,7 +17,9 @@ load changes hit every variant alike).
 
 Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work), ``covgym+dynamics`` (covgym's default),
 ``covgym-unshared`` (no shared prompt KV cache), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row,
-not in the like-for-like ratio), ``trl``, ``covgym-profile`` (cProfile; no table row).
+not in the like-for-like ratio), ``trl``, ``trl-bf16`` (``GRPOConfig(bf16=True)``, the counterpart of
+``covgym-bf16``), ``covgym-profile`` (cProfile; no table row). ``--device cuda`` runs the same on a GPU
+(``benchmarks/gpu_check.sh``).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
 pass and advantages), update (the optimizer steps). Peak memory is the worker's kernel high-water mark
@@ -53,7 +55,8 @@ from typing import Any
 
 SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-bf16", "trl", "covgym-profile")
+VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-bf16", "trl", "trl-bf16", "covgym-profile")
+DEVICE = "cpu"  # --device; cuda runs (benchmarks/gpu_check.sh) also report torch.cuda.max_memory_allocated
 
 
 @dataclass(frozen=True)
@@ -121,16 +124,20 @@ def max_rss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` float32 FLOP/s of one ``size``² matmul (2·n³ FLOPs) with torch's current threads."""
+def matmul_flops(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best-of-``repeats`` FLOP/s of one ``size``² matmul (2·n³ FLOPs) on ``DEVICE`` with torch's current threads."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size, device=DEVICE, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, device=DEVICE, dtype=getattr(torch, dtype))
+    synchronize = torch.cuda.synchronize if DEVICE.startswith("cuda") else (lambda: None)
     torch.matmul(a, b)  # warm-up
+    synchronize()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.matmul(a, b)
+        synchronize()
         best = min(best, time.perf_counter() - started)
     return 2.0 * size**3 / best
 
@@ -205,7 +212,7 @@ def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dyna
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(algo="grpo", steps=warmup + steps, seed=SEED, run_dir=run_dir, eval_problems=0,
                              entropy_dynamics=dynamics, tensorboard=False, progress=False,
-                             model=ModelConfig(model=model_dir, device="cpu", share_prompts=share_prompts,
+                             model=ModelConfig(model=model_dir, device=DEVICE, share_prompts=share_prompts,
                                                chat_template="off", autocast_bf16=autocast_bf16),
                              rollout=RolloutConfig(prompts_per_step=workload.prompts, group_size=workload.group,
                                                    max_new_tokens=workload.new_tokens),
@@ -228,7 +235,7 @@ def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dyna
             "memory_bytes": memory}
 
 
-def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int) -> dict[str, Any]:
+def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int, bf16: bool = False) -> dict[str, Any]:
     import gymnasium as gym
     import torch
     from datasets import Dataset
@@ -275,14 +282,14 @@ def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int) -> dict
 
     micro_batch = workload.prompts * workload.group // MINI_BATCHES
     with tempfile.TemporaryDirectory() as output_dir:
-        args = GRPOConfig(output_dir=output_dir, use_cpu=True, report_to="none", save_strategy="no",
+        args = GRPOConfig(output_dir=output_dir, use_cpu=DEVICE == "cpu", report_to="none", save_strategy="no",
                           logging_strategy="no", learning_rate=workload.lr, lr_scheduler_type="constant",
                           weight_decay=0.0, max_grad_norm=1.0, per_device_train_batch_size=micro_batch,
                           gradient_accumulation_steps=1, steps_per_generation=MINI_BATCHES,
                           num_generations=workload.group, max_completion_length=workload.new_tokens, temperature=1.0,
                           top_p=1.0, top_k=0, beta=0.0, loss_type="dapo", scale_rewards="group",
                           shuffle_dataset=False, max_steps=(warmup + steps) * MINI_BATCHES, seed=SEED,
-                          disable_tqdm=True, dataloader_num_workers=0, bf16=False, fp16=False)
+                          disable_tqdm=True, dataloader_num_workers=0, bf16=bf16, fp16=False)  # bf16: autocast
         # float32 explicitly: transformers 5 loads a directory's stored dtype by default (bfloat16 for SmolLM2's)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
@@ -329,15 +336,17 @@ def worker(variant: str, workload: Workload, model_dir: str, steps: int, warmup:
     import torch
 
     with PeakRSS() as sampler:
-        if variant == "trl":
-            result = run_trl(workload, model_dir, steps, warmup)
+        if variant in ("trl", "trl-bf16"):
+            result = run_trl(workload, model_dir, steps, warmup, bf16=variant == "trl-bf16")
         elif variant == "covgym-profile":
             result = profile_covgym(workload, model_dir, steps, warmup)
         else:
             result = run_covgym(workload, model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
                                 share_prompts=variant != "covgym-unshared", autocast_bf16=variant == "covgym-bf16")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
-                  peak_rss_sampled_bytes=sampler.peak or None)
+                  peak_rss_sampled_bytes=sampler.peak or None, device=DEVICE)
+    if DEVICE.startswith("cuda"):
+        result["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated()
     out.write_text(json.dumps(result, indent=2))
 
 
@@ -398,7 +407,7 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
                 worker_command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
                                   "--workloads", workload.name, "--model-dir", model_dir,
                                   "--steps", str(steps), "--warmup", str(warmup),
-                                  "--new-tokens", str(workload.new_tokens)]
+                                  "--new-tokens", str(workload.new_tokens), "--device", DEVICE]
                 print(f"speed: {workload.name}: round {round_index + 1}/{rounds}: {variant} ...", file=sys.stderr)
                 completed = subprocess.run(worker_command, capture_output=True, text=True)
                 if completed.returncode != 0:
@@ -479,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the tiny workload's JSON; the others write speed_<workload>.json beside it")
     parser.add_argument("--new-tokens", type=int, default=None,
                         help="override the workloads' max new tokens (smoke tests only: the result is not that workload)")
+    parser.add_argument("--device", default="cpu", help="cpu (the like-for-like CPU benchmark) or cuda[:N]")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -498,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.new_tokens < 1:
             parser.error("--new-tokens must be >= 1")
         WORKLOADS.update({n: dataclasses.replace(WORKLOADS[n], new_tokens=args.new_tokens) for n in names})
+    global DEVICE
+    DEVICE = args.device
     if args.worker:
         workload = WORKLOADS[names[0]]
         worker(args.worker, workload, args.model_dir, args.steps or workload.steps, args.warmup or workload.warmup,
@@ -506,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     info["matmul_flops"] = matmul_flops()
+    info["device"] = DEVICE
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        info["cuda_device_name"] = torch.cuda.get_device_name(DEVICE)
+        info["matmul_flops_bf16"] = matmul_flops(4096, dtype="bfloat16")
     command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -198,3 +199,26 @@ def test_decode_loop_stops_rows_at_a_stop_string(random_policy):
     every_character = tuple(policy.decode([i]) for i in range(len(policy.tokenizer)) if policy.decode([i]))
     responses = policy.sample(prompts, SamplingParams(max_new_tokens=8), stop_strings=every_character, seed=4)
     assert all(len(r.ids) == 1 and len(r.log_probs) == 1 for r in responses)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_scores_and_sampled_scores_on_cuda_equal_cpu(random_model_dir):
+    """The chunked scorer and the decode loop on CUDA: the CPU's scores, and sampled scores equal to scoring."""
+    from covgym.rollout import Episode, pack_episodes
+
+    cpu = Policy.from_pretrained(str(random_model_dir), show_progress=False)
+    gpu = Policy.from_pretrained(str(random_model_dir), device="cuda", show_progress=False)
+    ids = torch.randint(3, 100, (3, 17))
+    with torch.no_grad():
+        on_cpu, on_gpu = cpu.score(ids, torch.ones_like(ids)), gpu.score(ids, torch.ones_like(ids))
+        for want, got in zip(on_cpu, on_gpu):
+            torch.testing.assert_close(got.cpu(), want, atol=1e-3, rtol=1e-3)  # TF32 matmuls may round
+        prompts = [gpu.encode_prompt(t) for t in ("1+1=", "1+1=", "22*3=")]
+        responses = gpu.sample(prompts, SamplingParams(max_new_tokens=9), seed=2)
+        batch = pack_episodes([Episode(p, [(r.ids, True)]) for p, r in zip(prompts, responses)], [0, 0, 1],
+                              gpu.pad_token_id)
+        lp, _ = gpu.score(batch.input_ids, batch.attention_mask, batch.prompt_lengths, positions=batch.response_mask)
+    for row, response in enumerate(responses):
+        span = slice(len(prompts[row]), len(prompts[row]) + len(response.ids))
+        torch.testing.assert_close(lp[row, span].cpu(), torch.tensor(response.log_probs), atol=1e-3, rtol=1e-3)
