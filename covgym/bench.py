@@ -523,10 +523,10 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
             changes[name] = getattr(args, name)
     if args.absolute_threshold:
         changes["relative_threshold"] = False
-    if getattr(args, "plugin", None):
-        from covgym.plugins import resolve
+    from covgym.plugins import resolve  # a config file's plugin paths are relative to the file; --plugin's to here
 
-        changes["plugins"] = tuple(spec.plugins) + tuple(resolve(p) for p in args.plugin)
+    changes["plugins"] = (tuple(resolve(p, Path(args.config).parent if args.config else None) for p in spec.plugins)
+                          + tuple(resolve(p) for p in getattr(args, "plugin", None) or []))
     envs = spec.envs
     if args.envs:
         known = {e.env: e for e in envs} | {e.name: e for e in envs}

@@ -233,3 +233,18 @@ def test_an_env_without_train_test_splits_is_refused_in_one_line(forget_plugins,
     assert cli.main(["eval", "--env", "plugtest/Plain-v0"]) == cli.EXIT_USAGE
     assert "does not take split=" in capsys.readouterr().err
     validate(TrainConfig(run_dir="r", env=EnvConfig("covgym/Arithmetic-v0")))
+
+
+def test_bench_records_plugins_from_its_config_file_and_flags(plugin_file, tmp_path, monkeypatch):
+    from covgym.bench import spec_from_args
+
+    (plugin_file.parent / "bench.yaml").write_text("plugins: [plugtest.py]\nmethods: [plugtest_algo]\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "extra.py").write_text("")
+    argv = ["bench", "--config", str(plugin_file.parent / "bench.yaml"), "--plugin", "extra.py"]
+    cli._preload_plugins(argv)
+    spec = spec_from_args(cli.build_parser().parse_args(argv))
+    assert spec.plugins == (str(plugin_file), str(tmp_path / "elsewhere" / "extra.py"))
+    run = spec.run_config(spec.envs[0], "plugtest_algo", 0, tmp_path / "run")
+    assert run.plugins == list(spec.plugins)  # each run's config.json, hence spawned workers and --resume
