@@ -24,7 +24,8 @@ from covgym.model_sources import resolve_model
 from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
                                    positions_from_mask, prefill, shared_prefix_hidden, supports_sharing)
 
-DEFAULT_CHUNK_BYTES = 256 * 2**20  # float32 logits per head chunk: 441 positions at vocabulary 151,936
+DEFAULT_CHUNK_BYTES = 64 * 2**20  # float32 logits per head chunk: 110 positions at vocabulary 151,936, 341 at
+# SmolLM2's 49,152; a chunk's softmax, products and gradients hold a few such buffers at once
 
 
 def chunk_rows(vocab_size: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:

@@ -416,6 +416,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(metrics, f"non-finite gradient norm ({float(grad_norm)})")
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # not held through sampling and scoring (a model's size)
         self._sampler_stale = True
         self.consecutive_skips = 0
         metrics["grad_norm"] = float(grad_norm)

@@ -85,7 +85,7 @@ def test_generate_is_reproducible_for_a_seed_and_respects_max_new_tokens(random_
 def test_head_chunks_are_sized_by_bytes_of_logits(random_policy):
     from covgym.policy import DEFAULT_CHUNK_BYTES, chunk_rows
 
-    assert chunk_rows(151_936) == 441  # 441 × 151,936 × 4 B = 255.6 MiB <= 256 MiB < 442 rows
+    assert chunk_rows(151_936) == 110  # 110 × 151,936 × 4 B = 63.8 MiB <= 64 MiB < 111 rows
     assert chunk_rows(151_936) * 151_936 * 4 <= DEFAULT_CHUNK_BYTES < (chunk_rows(151_936) + 1) * 151_936 * 4
     assert chunk_rows(10**12) == 1  # never zero rows
     vocab = random_policy.model.get_output_embeddings().weight.shape[0]
