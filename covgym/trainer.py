@@ -44,6 +44,11 @@ AUTO_LR = {TINY_MODEL_ALIAS: 1e-4, DIGITS_MODEL_ALIAS: 1e-3}
 AUTO_MINI_BATCHES = 4
 
 
+#: What the trainer can give an algorithm that declares it in ``needs`` (``covgym.algorithms.NEEDS``): a critic, a
+#: frozen reference model, several mini-batches per rollout (a warning otherwise), the per-token entropy.
+PROVIDED_NEEDS = frozenset({"critic", "reference_model", "off_policy_minibatches", "token_entropy"})
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite updates); the last good checkpoint is intact."""
 
@@ -152,6 +157,10 @@ class Trainer:
         self.algorithm = algorithms.get(self.config.algo)(**self.config.algo_params)
         self.generator = torch.Generator()
         self.algorithm.set_generator(self.generator)
+        unmet = self.algorithm.needs - PROVIDED_NEEDS
+        if unmet:  # refused before any model loads, rather than silently not provided
+            raise ValueError(f"{self.config.algo} needs {', '.join(sorted(unmet))}, which covgym's trainer does not "
+                             f"provide (it provides {', '.join(sorted(PROVIDED_NEEDS))})")
         m = self.config.model
         chat = {"auto": None, "on": True, "off": False}[m.chat_template]
         self.policy = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,

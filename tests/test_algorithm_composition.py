@@ -163,6 +163,54 @@ def test_the_trainer_reads_declared_needs_and_never_probes_the_algorithm():
         assert probe not in source, probe
 
 
+def test_a_need_the_trainer_cannot_meet_is_refused_before_any_model_loads(tmp_path):
+    from covgym.algorithms import Control, register
+    from covgym.config import TrainConfig
+    from covgym.trainer import PROVIDED_NEEDS, Trainer
+
+    @register
+    @dataclass
+    class WantsLogits(Control):
+        name = "test_wants_logits"
+        needs = frozenset({"full_vocab_logits"})
+
+    try:
+        assert set(algorithms.NEEDS) - PROVIDED_NEEDS == {"full_vocab_logits"}
+        with pytest.raises(ValueError, match="needs full_vocab_logits"):
+            Trainer(TrainConfig(algo="grpo+test_wants_logits", model=ModelConfigForMissing(), run_dir=str(tmp_path)))
+    finally:
+        registry._PARTS["control"].pop("test_wants_logits", None)
+        registry._COMPOSED.clear()
+
+
+def ModelConfigForMissing():  # noqa: N802 - a model path that would fail to load, proving the check comes first
+    from covgym.config import ModelConfig
+
+    return ModelConfig(model="/nonexistent/model")
+
+
+def test_a_one_class_algorithm_subclassing_algorithm_still_works():
+    from covgym.algorithms import Algorithm, register
+
+    @register
+    @dataclass
+    class Constant(Algorithm):
+        name = "test_constant_advantage"
+        description = "every token advantage 1"
+
+        def compute_advantages(self, batch):
+            return torch.ones_like(batch.response_mask)
+
+    try:
+        algorithm = algorithms.get("test_constant_advantage")(entropy_coeff=0.1, clip_ratio=0.3)
+        assert algorithm.needs == {"token_entropy"} and algorithm.high == 0.3
+        loss, _, metrics = loss_and_grad(algorithm)
+        assert torch.isfinite(loss) and "entropy" in metrics
+        assert algorithms.unread_hyperparameters("test_constant_advantage", ["entropy_coeff", "clip_ratio_c"]) is None
+    finally:
+        registry._ALGORITHMS.pop("test_constant_advantage", None)
+
+
 def test_a_knob_no_chosen_part_reads_is_an_error_naming_the_parts_that_do():
     message = algorithms.unread_hyperparameters("kl_cov", ["clip_ratio", "kl_cov_ratio"])
     assert message.startswith("clip_ratio not read by --algo kl_cov (grpo + kl_cov)")
