@@ -176,7 +176,7 @@ class VerifyPool:
             if deadline is not None and deadline.remaining() <= 0:
                 return _settle(_Verdict(False, "grading deadline passed before a math-verify worker was free",
                                         timed_out=True), deadline)
-            return False, "math-verify worker unavailable"
+            return _settle(_Verdict(False, "math-verify worker unavailable", timed_out=deadline is not None), deadline)
         budget = timeout_s if deadline is None else min(timeout_s, deadline.remaining())
         if budget <= 0:
             self._give(worker)
@@ -196,8 +196,13 @@ class VerifyPool:
             self._give(worker)
             error = reply.get("error") or ""
             equal = bool(reply.get("equal"))
-            verdict = _Verdict(equal, "math-verify equivalent" if equal else
-                               f"math-verify not equivalent{' (' + error + ')' if error else ''}")
+            if error == "TimeoutException":  # math-verify's own bound (whole seconds) ran out first
+                verdict = _Verdict(False, f"math-verify timed out within {budget:.3g}s", timed_out=True)
+                if budget < timeout_s:
+                    return _settle(verdict, deadline)
+            else:
+                verdict = _Verdict(equal, "math-verify equivalent" if equal else
+                                   f"math-verify not equivalent{' (' + error + ')' if error else ''}")
         with self._condition:
             self._cache[key] = verdict
             while len(self._cache) > _CACHE_SIZE:

@@ -103,6 +103,27 @@ def test_the_pool_recovers_after_a_kill():
     assert grade_math("\\frac{\\sqrt{3}}{3}", "\\boxed{\\frac{1}{\\sqrt{3}}}").correct
 
 
+def test_math_verifys_own_timeout_is_no_verdict_and_marks_the_deadline():
+    """math-verify's whole-second bound can fire before ours; it answers "no match", which must not count as
+    graded (nor be cached as a verdict)."""
+    grade_math("2", "\\boxed{\\sqrt{4}}")  # warm a worker
+    bomb = "8^{8^{8^{8}}}"
+    with verify_pool.grading_deadline(time.monotonic() + 30) as deadline:
+        equal, reason = verify_pool.POOL.equal("3", bomb, timeout_s=2.6)  # its own bound: int(2.6) = 2 s
+    assert not equal and deadline.timed_out, reason
+    assert "timed out" in reason or "no answer" in reason
+    with verify_pool.grading_deadline(time.monotonic() + 30) as again:  # answered from the cache: still a timeout
+        verify_pool.POOL.equal("3", bomb, timeout_s=2.6)
+    assert again.timed_out
+
+
+def test_a_deadline_that_has_passed_answers_at_once_without_a_verdict():
+    with verify_pool.grading_deadline(time.monotonic() - 1) as deadline:
+        (equal, reason), seconds = _timed(verify_pool.POOL.equal, "1/3", "\\frac{2}{6} + 0")
+    assert not equal and deadline.timed_out and "deadline" in reason and seconds < 0.1
+    assert grade_math("1/3", "\\boxed{\\frac{2}{6} + 0}").correct  # not cached: judged once there is time
+
+
 def test_many_threads_grade_at_once():
     golds = ["\\frac{1}{2}", "\\sqrt{2}", "x^2", "3\\pi"]
     answers = ["\\boxed{0.5}", "\\boxed{2^{1/2}}", "\\boxed{x \\cdot x}", "\\boxed{\\pi+2\\pi}"]

@@ -73,9 +73,12 @@ def test_a_batch_of_128_bombs_is_graded_within_the_step_deadline():
     elapsed = time.monotonic() - started
     assert elapsed < DEADLINE_S + SLACK_S, f"graded in {elapsed:.1f}s"
     statistics = rollout_statistics(pack_episodes(episodes, seeds, policy.pad_token_id))
-    assert statistics["grading_timeouts"] == 128.0
-    assert all(e.reward == 0.0 and e.info["grading_timeout"] and not e.info["correct"] for e in episodes[:128])
-    assert [e.reward for e in episodes[128:]] == [1.0] * 8 + [0.0] * 8
+    assert all(e.reward == 0.0 and not e.info["correct"] for e in episodes[:128])
+    # a bomb may, rarely, get a verdict in time (math-verify running out of memory: "not equivalent (MemoryError)")
+    graded = [e.info["reason"] for e in episodes[:128] if not e.info.get("grading_timeout")]
+    assert all("MemoryError" in reason or "crashed" in reason for reason in graded), graded
+    assert statistics["grading_timeouts"] == 128 - len(graded) >= 120
+    assert [e.reward for e in episodes[128:]] == [1.0] * 8 + [0.0] * 8, [e.info["reason"] for e in episodes[128:]]
     assert not any(e.info.get("grading_timeout") for e in episodes[128:])
     assert statistics["accuracy"] == pytest.approx(8 / len(replies))
 
