@@ -219,3 +219,6 @@ def test_plot_help_and_default_output_directory_agree(tmp_path, capsys):
     assert plotting.default_out_dir(runs) == tmp_path / "runs" / "plots"
     assert main(["plot", str(runs[0]), "--format", "gif"]) == 2
     assert "gif" in capsys.readouterr().err
+    assert main(["plot", *map(str, runs), "--labels", "A,A", "--out", str(tmp_path / "banded")]) == 0
+    assert main(["plot", *map(str, runs), "--labels", "A"]) == 2
+    assert "--labels has 1 entries for 2 run directories" in capsys.readouterr().err
