@@ -32,6 +32,7 @@ class EvalSpec:
     seed: int = 12345
     max_turns: int = 16
     max_total_tokens: int = 1024
+    grading_deadline_s: float | None = None  # per batch of problems; ungraded responses count as wrong
 
 
 def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
@@ -57,7 +58,8 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
         seeds = problem_seeds[start:start + batch_problems]
         env_seeds = [s for s in seeds for _ in range(k)]
         episodes = run_episodes(policy, envs[:len(env_seeds)], env_seeds, sampling, seed=spec.seed + start,
-                                max_turns=spec.max_turns, max_total_tokens=spec.max_total_tokens)
+                                max_turns=spec.max_turns, max_total_tokens=spec.max_total_tokens,
+                                grading_deadline_s=spec.grading_deadline_s)
         batch = score_batch(policy, pack_episodes(episodes, list(range(len(episodes))), policy.pad_token_id))
         entropy_sum += float((batch.entropies * batch.response_mask).sum())
         token_count += float(batch.response_mask.sum())

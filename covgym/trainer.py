@@ -206,7 +206,8 @@ class Trainer:
                      for _ in range(batch_size)]
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
                                   self.config.eval_samples, seed=self.config.seed + 777_777,
-                                  max_turns=r.max_turns, max_total_tokens=r.max_total_tokens)
+                                  max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
+                                  grading_deadline_s=r.grading_deadline_s)
         self.start_step = 0
         self.consecutive_skips = 0
         self.eval_before: dict[str, float] = {}
