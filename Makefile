@@ -23,9 +23,13 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/covgym demo
 
 # A fixed seed keeps `make test` (CI) reproducible; plain `pytest`, or HYPOTHESIS_SEED=random, explores new examples.
+# One single-threaded pytest-xdist worker per core (TEST_WORKERS=0: one process); a file's tests stay on one worker,
+# so module fixtures (a loaded model) are built once. --durations lists the slowest tests of every run.
 HYPOTHESIS_SEED ?= 0
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 \
+		$(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 
 # The real-verl adapter tests, in a venv of their own: verl pins an older transformers than covgym's main venv.
 VERL_VENV ?= .venv-verl
