@@ -221,6 +221,8 @@ class Policy:
                 seed: int | None) -> list[SampledResponse]:
         """Prefill, then one trunk step per new token; the head runs on the last position only."""
         device, b = self.device, len(prompts)
+        if params.max_new_tokens < 1:
+            return [SampledResponse([], [], []) for _ in prompts]
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         was_training = self.model.training
