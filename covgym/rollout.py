@@ -33,6 +33,8 @@ class Episode:
     done: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
+    #: per segment: the policy's (log-probs, entropies) read off while sampling it, else None
+    scores: list[tuple[list[float], list[float]] | None] = field(default_factory=list)
 
     def context(self) -> list[int]:
         ids = list(self.prompt_ids)
@@ -82,8 +84,14 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
             break
         stats.turns = turn + 1
         started = time.perf_counter()
-        responses = policy.generate([episodes[i].context() for i in active], sampling, stop_strings,
-                                    seed=seed * 1009 + turn)
+        contexts, turn_seed = [episodes[i].context() for i in active], seed * 1009 + turn
+        if hasattr(policy, "sample"):  # a covgym Policy: token ids with their log-probs and entropies
+            sampled = policy.sample(contexts, sampling, stop_strings, seed=turn_seed)
+            responses = [s.ids for s in sampled]
+            scores = [None if s.log_probs is None else (s.log_probs, s.entropies) for s in sampled]
+        else:  # any object with generate(): ids only, scored afterwards
+            responses = policy.generate(contexts, sampling, stop_strings, seed=turn_seed)
+            scores = [None] * len(responses)
         stats.time_generate_s += time.perf_counter() - started
         started = time.perf_counter()
         texts = [policy.decode(response_ids) for response_ids in responses]
@@ -91,9 +99,10 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
         results = step_envs([envs[index] for index in active], texts, deadline_at)
         if grading_left is not None:
             grading_left -= time.perf_counter() - started
-        for index, response_ids, text, result in zip(active, responses, texts, results):
+        for index, response_ids, text, result, score in zip(active, responses, texts, results, scores):
             episode = episodes[index]
             episode.segments.append((response_ids, True))
+            episode.scores.append(score)
             episode.texts.append(text)
             observation, terminated, truncated = result.observation, result.terminated, result.truncated
             episode.reward += float(result.reward)
@@ -107,6 +116,7 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
                 episode.info.setdefault("truncated", bool(truncated or too_long or not terminated))
             elif observation:
                 episode.segments.append((policy.encode_observation(observation), False))
+                episode.scores.append(None)
                 episode.texts.append(observation)
         stats.time_env_s += time.perf_counter() - started
     return episodes
@@ -163,6 +173,29 @@ def collect_rollout(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence
                             grading_deadline_s)
     batch = pack_episodes(episodes, group_ids, policy.pad_token_id)
     started = time.perf_counter()
-    batch = score_batch(policy, batch, micro_batch_size)
+    sampled = sampled_scores(episodes, batch.input_ids.shape)
+    if sampled is None:
+        batch = score_batch(policy, batch, micro_batch_size)
+    else:  # the sampler's own numbers: a scoring pass's up to float32 rounding, without the pass
+        batch = batch.replace(old_log_probs=sampled[0] * batch.response_mask,
+                              entropies=sampled[1] * batch.response_mask)
     stats.time_score_s += time.perf_counter() - started
     return batch, stats
+
+
+def sampled_scores(episodes: Sequence[Episode], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``[B, T]`` log-probs and entropies recorded while sampling, placed as ``pack_episodes`` places the tokens;
+    None unless every trainable segment has them (``Policy.sample`` withholds them under reduced precision)."""
+    log_probs, entropies = torch.zeros(shape), torch.zeros(shape)
+    for row, episode in enumerate(episodes):
+        if len(episode.scores) != len(episode.segments):
+            return None
+        position = len(episode.prompt_ids)
+        for (segment, trainable), score in zip(episode.segments, episode.scores):
+            if trainable and segment:
+                if score is None or len(score[0]) != len(segment):
+                    return None
+                log_probs[row, position:position + len(segment)] = torch.tensor(score[0])
+                entropies[row, position:position + len(segment)] = torch.tensor(score[1])
+            position += len(segment)
+    return log_probs, entropies

@@ -381,7 +381,8 @@ class Trainer:
                 probe = "" if epoch == 0 and piece == 0 else ("_last" if last else None)
                 measure = self.config.entropy_dynamics and probe is not None and mine.numel() > 0
                 before = training_metrics.response_logits_sample(self.policy, mini) if measure else None
-                metrics = self._optimizer_step(mini, mini_advantages, mini_returns)
+                metrics = self._optimizer_step(mini, mini_advantages, mini_returns,
+                                               on_policy=epoch == 0 and piece == 0)
                 if before is not None and metrics.get("skipped", 0.0) == 0.0:
                     after = training_metrics.response_logits_sample(self.policy, mini, before.positions)
                     change = training_metrics.entropy_change(before, after, mini_advantages, mini)
@@ -393,9 +394,12 @@ class Trainer:
         averaged.pop("skipped", None)
         return training_metrics.merge_disjoint(batch_metrics, averaged, dynamics)
 
-    def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None
-                        ) -> dict[str, float]:
+    def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None,
+                        on_policy: bool = False) -> dict[str, float]:
         """One guarded optimizer step: a non-finite loss or gradient skips it and leaves the weights unchanged.
+
+        ``on_policy``: the weights are still those that sampled the rollout, so log π_old is this forward's own
+        (detached): the ratio is exactly 1, whether the rollout's log-probs came from the sampler or a scoring pass.
 
         Normalisers are global token/sequence counts and gradients are summed over ranks; the skip decision is
         taken jointly, so every rank makes the same number of collective calls.
@@ -406,8 +410,9 @@ class Trainer:
         sequences = parallel.sum_scalar(float((mask.sum(-1) > 0).sum()))
         log_probs, entropy = self.policy.score(mini.input_ids, mini.attention_mask, mini.prompt_lengths,
                                                positions=mini.response_mask)
+        old_log_probs = log_probs.detach() if on_policy else mini.old_log_probs.to(device)
         loss, metrics = self.algorithm.policy_loss(
-            log_probs, mini.old_log_probs.to(device), advantages.to(device), mask, entropy=entropy,
+            log_probs, old_log_probs, advantages.to(device), mask, entropy=entropy,
             ref_log_probs=None if mini.ref_log_probs is None else mini.ref_log_probs.to(device),
             global_token_count=tokens, global_seq_count=sequences)
         self.optimizer.zero_grad(set_to_none=True)
