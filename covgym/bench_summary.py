@@ -30,8 +30,22 @@ import numpy as np
 METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max", "initial_entropy",
            "final_entropy", "entropy_ratio", "entropy_auc", "entropy_below_step", "distinct_correct_before",
            "distinct_correct", "law_a", "law_b", "law_r2", "law_r2_linear", "law_forecast_r2",
-           "law_forecast_r2_linear", "wall_time_s")
+           "law_forecast_r2_linear", "target_gap", "wall_time_s")
 INITIAL_WINDOW = 3  # steps averaged into ``initial_entropy``
+#: Per-step targets logged by the entropy-following controls: the entropy the step's update aims to leave.
+ENTROPY_TARGET_KEYS = ("entropy_target_target", "entropy_schedule_target")
+
+
+def target_gap(records: list[dict[str, Any]]) -> float | None:
+    """Mean |target of step k − entropy of the rollout at step k+1| for a run of an entropy-following control
+    (the update of step k aims at the entropy the next rollout is sampled with); None for other runs."""
+    entropy = {r["step"]: float(r["entropy_mean"]) for r in records if _finite(r.get("entropy_mean"))}
+    for key in ENTROPY_TARGET_KEYS:
+        gaps = [abs(float(r[key]) - entropy[r["step"] + 1]) for r in records
+                if _finite(r.get(key)) and r["step"] + 1 in entropy]
+        if gaps:
+            return float(np.mean(gaps))
+    return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = Summa
         if summary["pass_at_k"]:
             k, value = list(summary["pass_at_k"].items())[-1]
             summary["pass_at_max"], summary["k"] = value, int(k)
+    summary["target_gap"] = target_gap(records)
     if wall_time_s is None:
         _, times = _series(records, "time_step_s")
         wall_time_s = float(times.sum()) if times.size else None
@@ -224,7 +239,7 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
         k = ks.pop() if len(ks) == 1 else "k"
         header = (f"| method | seeds | pass@1 before | pass@1 after | pass@{k} before | pass@{k} after | "
                   f"H first 3 steps | H last {options.final_window} | H ratio | distinct correct / problem | "
-                  f"final reward | wall (s) |")
+                  f"final reward | target gap | wall (s) |")
         lines = [f"### {env}", "", header, "|" + "---|" * header.count(" | ") + "---|"]
         for method, row in methods.items():
             seeds = len(row["seeds"])
@@ -233,7 +248,7 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
             cells += [_cell(row[m], 3) for m in ("accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max",
                                                  "initial_entropy", "final_entropy", "entropy_ratio")]
             cells += [_cell(row["distinct_correct"], 2), _cell(row["final_reward"], 3),
-                      _cell(row["wall_time_s"], 0)]
+                      _cell(row["target_gap"], 3), _cell(row["wall_time_s"], 0)]
             lines.append(" | ".join(cells) + " |")
         law_header = "| method | law R² (exp) | line R² | forecast R² (exp) | forecast R² (line) | a | b |"
         lines += ["", law_header, "|---|---|---|---|---|---|---|"]
@@ -260,7 +275,7 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
     notes = (f"mean ± half-width of the Student-t 95 % confidence interval over seeds. pass@1 (= mean@n) and "
              f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem. "
              f"H: training token entropy, mean of the first 3 and the last {options.final_window} steps; H ratio = "
-             f"last / first. distinct correct: distinct correct answers per held-out problem among its n samples. "
+             f"last / first. target gap: for the entropy-following controls, mean |target − achieved entropy| per step. distinct correct: distinct correct answers per held-out problem among its n samples. "
              f"Law: R = −a·exp(H) + b and the best line R = c·H + d fitted on the same (windowed) training points; "
              f"forecast: fitted on the first half of the run, R² on the second half.")
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"

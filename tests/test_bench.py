@@ -257,3 +257,13 @@ def test_directory_of_a_different_run_is_refused(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(other))
     with pytest.raises(ConfigError, match="optim.lr"):
         bench.run_one(spec.run_config(env, "grpo", 0, run_dir))
+
+
+def test_target_gap_compares_each_target_with_the_next_rollouts_entropy():
+    from covgym.bench_summary import target_gap
+
+    records = [{"step": 1, "entropy_mean": 1.0, "entropy_target_target": 0.9},
+               {"step": 2, "entropy_mean": 0.8, "entropy_target_target": 0.8},
+               {"step": 3, "entropy_mean": 0.7, "entropy_target_target": 0.7}]
+    assert target_gap(records) == pytest.approx((0.1 + 0.1) / 2)
+    assert target_gap([{"step": 1, "entropy_mean": 1.0}]) is None
