@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from covgym.dropout import disable_dropout
+from covgym.head_stats import head_token_stats
 from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
 from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
@@ -417,10 +418,15 @@ class Policy:
         def chunk_stats(h: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
             return log_probs_and_entropy(self._head_logits(h), tokens, chunk_size=h.shape[0] or 1)
 
+        head = self.model.get_output_embeddings()
+        fused = (isinstance(head, torch.nn.Linear) and head.bias is None and not self.synced  # FSDP: module hooks
+                 and not getattr(self.model.config, "final_logit_softcapping", None))
         log_probs, entropies = [], []
         for start in range(0, targets.numel(), self.chunk_size):
             h, tokens = selected_hidden[start:start + self.chunk_size], targets[start:start + self.chunk_size]
-            if torch.is_grad_enabled():
+            if fused:  # a plain linear head: logits recomputed once in backward, gradients formed in place
+                lp, ent = head_token_stats(h, head.weight, tokens, self.temperature)
+            elif torch.is_grad_enabled():
                 lp, ent = checkpoint(chunk_stats, h, tokens, use_reentrant=False)
             else:
                 lp, ent = chunk_stats(h, tokens)

@@ -52,6 +52,25 @@ def test_scoring_gradients_match_reference(random_policy):
         assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_entropy_and_log_prob_gradients_match_reference(random_policy):
+    """The fused head (log-prob and entropy with gradients, temperature, several chunks) against full logits."""
+    policy = random_policy
+    policy.chunk_size, policy.temperature = 3, 0.8
+    ids = torch.randint(3, 100, (2, 9))
+    mask = torch.ones_like(ids)
+    weights = torch.linspace(-1, 1, 9)
+    lp, ent = policy.score(ids, mask)
+    ((lp * weights).sum() + 0.3 * (ent * weights.flip(0)).sum()).backward()
+    chunked = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    ref_lp, ref_ent = reference_scores(policy, ids, mask)
+    ((ref_lp * weights).sum() + 0.3 * (ref_ent * weights.flip(0)).sum()).backward()
+    torch.testing.assert_close(lp.detach(), ref_lp.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent.detach(), ref_ent.detach(), atol=1e-5, rtol=1e-5)
+    for got, want in zip(chunked, [p.grad for p in policy.model.parameters()]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 def test_left_and_right_padding_give_the_same_scores(random_policy):
     policy = random_policy
     sequence = torch.randint(3, 100, (1, 10))
