@@ -26,16 +26,18 @@ if TYPE_CHECKING:
 
 def unit_step_entropy_change(batch: RolloutBatch, advantages: Tensor) -> Tensor:
     """``[B, T]`` leading-order ΔH per unit step of each token's update, ``−A·π_a·(log π_a + H)``; 0 off the mask."""
-    mask = batch.response_mask.to(advantages.dtype)
-    log_pa = batch.old_log_probs.to(advantages.dtype)
-    entropy = batch.entropies.to(advantages.dtype)
-    return -advantages * log_pa.exp() * (log_pa + entropy) * mask
+    valid = batch.response_mask > 0
+    zero = torch.zeros((), dtype=advantages.dtype, device=advantages.device)
+    log_pa = torch.where(valid, batch.old_log_probs.to(advantages.dtype), zero)  # whatever padding holds: no inf/nan
+    entropy = torch.where(valid, batch.entropies.to(advantages.dtype), zero)
+    return torch.where(valid, -advantages * log_pa.exp() * (log_pa + entropy), zero)
 
 
 def rollout_entropy(batch: RolloutBatch) -> float:
     """Mean token entropy of the rollout over the response tokens of the global batch (all ranks)."""
     mask = batch.response_mask.double()
-    sums = all_reduce_sum(torch.stack([(batch.entropies.double() * mask).sum(), mask.sum()]))
+    entropies = torch.where(mask > 0, batch.entropies.double(), torch.zeros((), dtype=torch.float64))
+    sums = all_reduce_sum(torch.stack([(entropies * mask).sum(), mask.sum()]))
     return float(sums[0] / sums[1].clamp_min(1.0))
 
 

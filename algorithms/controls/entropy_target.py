@@ -28,8 +28,11 @@ class EntropyTarget(Control):
     ``ΔH = κ·(E + c·C)``, with ``κ`` the run's measured nats per unit of predicted change. ``c`` is chosen so that
     ``H_k + ΔH`` equals the target ``H*(k)`` (``entropy_target_value`` annealed linearly to
     ``entropy_target_final`` over ``entropy_target_steps``), clamped to ``[0, entropy_target_max_scale]``.
-    ``κ`` is learned online: after each step the achieved change ``H_{k+1} − H_k`` over the prediction at unit gain
-    updates it by an exponential average (rate ``entropy_target_gain_rate``); until the first measurement ``c = 1``.
+    ``κ`` is learned online, as the slope through the origin of the achieved change ``H_{k+1} − H_k`` on the
+    prediction at unit gain ``p_k``: ``κ = Σ w·a·p / Σ w·p²`` with exponentially decaying weights (rate
+    ``entropy_target_gain_rate``; a step whose prediction is below a tenth of the typical one is skipped), which
+    stays well conditioned while the entropy is held (predictions near 0) and averages out the sampling noise of
+    ``H``; until the first positive estimate κ is ``entropy_target_gain_init``, or, unset, ``c = 1``.
     Logged per step: ``entropy_target_target``, ``entropy_target_predicted`` (``H_k + ΔH``),
     ``entropy_target_achieved`` (the previous step's achieved entropy change), ``entropy_target_scale`` (c),
     ``entropy_target_gain`` (κ). State (κ and the last prediction) is part of the checkpoint.
@@ -43,7 +46,9 @@ class EntropyTarget(Control):
     entropy_target_final: float | None = hyperparameter(None, "H* after the anneal (None: constant)")
     entropy_target_steps: int = hyperparameter(100, "steps of the linear anneal")
     entropy_target_max_scale: float = hyperparameter(1.0, "upper clamp of c (1: only ever brake the contraction)")
-    entropy_target_gain_rate: float = hyperparameter(0.3, "rate of the exponential average that learns κ")
+    entropy_target_gain_init: float | None = hyperparameter(
+        None, "κ before the run has measured it (None: c = 1 until the first estimate)")
+    entropy_target_gain_rate: float = hyperparameter(0.3, "forgetting rate of the regression that learns κ")
 
     def validate(self) -> None:
         if self.entropy_target_value < 0 or (self.entropy_target_final is not None and self.entropy_target_final < 0):
@@ -52,13 +57,16 @@ class EntropyTarget(Control):
             raise ValueError(f"entropy_target_steps must be >= 0, got {self.entropy_target_steps}")
         if self.entropy_target_max_scale < 0:
             raise ValueError(f"entropy_target_max_scale must be >= 0, got {self.entropy_target_max_scale}")
+        if self.entropy_target_gain_init is not None and self.entropy_target_gain_init <= 0:
+            raise ValueError(f"entropy_target_gain_init must be > 0, got {self.entropy_target_gain_init}")
         if not 0 < self.entropy_target_gain_rate <= 1:
             raise ValueError(f"entropy_target_gain_rate must be in (0, 1], got {self.entropy_target_gain_rate}")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.step = 0
-        self.gain: float | None = None  # κ: nats of entropy change per unit of predicted change
+        self.gain: float | None = self.entropy_target_gain_init  # κ: nats of entropy change per unit of predicted change
+        self.moments = [0.0, 0.0]  # decaying Σ a·p and Σ p² of the regression that gives κ
         self.previous: tuple[float, float] | None = None  # (H_k, predicted change at unit gain) of the last step
         self.last: dict[str, float] = {}
 
@@ -72,10 +80,13 @@ class EntropyTarget(Control):
             return math.nan
         previous_entropy, unit_prediction = self.previous
         achieved = entropy - previous_entropy
-        if abs(unit_prediction) > 1e-12 and achieved / unit_prediction > 0:
-            measured = achieved / unit_prediction
-            rate = self.entropy_target_gain_rate
-            self.gain = measured if self.gain is None else (1 - rate) * self.gain + rate * measured
+        if unit_prediction * unit_prediction < 0.01 * self.moments[1]:
+            return achieved  # a step that predicted (almost) nothing says little about κ: keep what is known
+        keep = 1.0 - self.entropy_target_gain_rate
+        self.moments = [keep * self.moments[0] + achieved * unit_prediction,
+                        keep * self.moments[1] + unit_prediction * unit_prediction]
+        if self.moments[0] > 0 and self.moments[1] > 0:
+            self.gain = self.moments[0] / self.moments[1]
         return achieved
 
     def transform_advantages(self, advantages: Tensor, batch: RolloutBatch) -> Tensor:
@@ -103,9 +114,11 @@ class EntropyTarget(Control):
         return dict(self.last)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "gain": self.gain, "previous": None if self.previous is None else list(self.previous)}
+        return {"step": self.step, "gain": self.gain, "moments": list(self.moments),
+                "previous": None if self.previous is None else list(self.previous)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.gain = state["gain"]
+        self.moments = [float(v) for v in state["moments"]]
         self.previous = None if state["previous"] is None else tuple(state["previous"])
