@@ -521,6 +521,8 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
     for name in ("methods", "seeds", "model", "device", "entropy_threshold"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if "methods" in changes:  # a suite's settings for the methods left out are not needed
+        changes["method_params"] = {m: p for m, p in spec.method_params.items() if m in changes["methods"]}
     if args.absolute_threshold:
         changes["relative_threshold"] = False
     from covgym.plugins import resolve  # a config file's plugin paths are relative to the file; --plugin's to here

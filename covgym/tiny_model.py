@@ -57,8 +57,8 @@ class TinyModelSpec:
 #: The mechanism testbed's model (``--model tiny-digits``): the same architecture, warm-started on
 #: ``covgym/DigitSum-v0`` and ``covgym/DigitSumFeedback-v0`` demonstrations, a fraction of them near misses.
 DIGITS_MODEL_ALIAS = "tiny-digits"
-DIGITS_MODEL_SPEC = TinyModelSpec(env_id="covgym/DigitSum-v0", recipe="digit_sum", sft_steps=1200,
-                                  sft_label_noise=0.5)
+DIGITS_MODEL_SPEC = TinyModelSpec(env_id="covgym/DigitSum-v0", recipe="digit_sum", sft_steps=1500,
+                                  sft_label_noise=0.35)
 
 #: A segment of a demonstration: text and whether the loss applies to it; ``None`` text stands for <eos>.
 Segment = tuple["str | None", bool]

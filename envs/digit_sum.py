@@ -128,7 +128,7 @@ class DigitSumEnv(_DigitSumProblems, SingleTurnEnv):
     - v0: first version.
     """
 
-    def __init__(self, terms: tuple[int, ...] | list[int] = (3, 4), ban_digit: bool = True,
+    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True,
                  test_fraction: float = 0.3, **kwargs: Any) -> None:
         super().__init__(test_fraction=test_fraction, **kwargs)
         self._init_problems(tuple(terms), ban_digit)
@@ -169,7 +169,7 @@ class DigitSumFeedbackEnv(_DigitSumProblems, MultiTurnEnv):
 
     stop_strings = ("\n",)
 
-    def __init__(self, terms: tuple[int, ...] | list[int] = (3, 4), ban_digit: bool = True, max_turns: int = 3,
+    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True, max_turns: int = 3,
                  test_fraction: float = 0.3, **kwargs: Any) -> None:
         super().__init__(max_turns=max_turns, test_fraction=test_fraction, **kwargs)
         self._init_problems(tuple(terms), ban_digit)
