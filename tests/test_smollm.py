@@ -59,11 +59,12 @@ def test_autocast_gradients_reach_float32_parameters(random_policy):
 @pytest.fixture(scope="module")
 def smollm2_trainer(tmp_path_factory):
     """One small GRPO trainer on the real model, shared so that the model is loaded (and warmed up) once."""
-    from covgym.config import EnvConfig, ModelConfig, RolloutConfig, TrainConfig
+    from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
     config = TrainConfig(
         algo="grpo", steps=1, run_dir=str(tmp_path_factory.mktemp("smollm2_run")), eval_problems=0,
+        optim=OptimConfig(mini_batches=1),  # one optimizer step per update: Adam's first step moves weights <= lr
         entropy_dynamics=False, tensorboard=False, progress=False,
         model=ModelConfig(model="smollm2-135m-instruct", autocast_bf16=True),
         env=EnvConfig(env_kwargs={"instruction": INSTRUCTION, "format_reward": 0.1}),
