@@ -36,10 +36,17 @@ class BenchEnv:
     steps: int
     max_new_tokens: int = 8
     env_kwargs: dict = field(default_factory=dict)
+    prompts_per_step: int | None = None  # None: the spec's (the same for every method of this env either way)
+    eval_problems: int | None = None  # None: the spec's
+    methods: tuple[str, ...] | None = None  # a subset of the spec's methods to run here (None: all)
 
     @property
     def name(self) -> str:
         return self.env.split("/")[-1]
+
+    def methods_of(self, spec: "BenchSpec") -> tuple[str, ...]:
+        """The spec's methods that run on this environment, in the spec's order."""
+        return tuple(m for m in spec.methods if self.methods is None or m in self.methods)
 
 
 @dataclass(frozen=True)
@@ -80,11 +87,13 @@ class BenchSpec:
         algo, params = self.algorithm_of(method)
         return TrainConfig(
             algo=algo, algo_params=params, steps=env.steps, seed=seed,
-            run_dir=str(run_dir), save_every=self.save_every, eval_problems=self.eval_problems,
+            run_dir=str(run_dir), save_every=self.save_every,
+            eval_problems=self.eval_problems if env.eval_problems is None else env.eval_problems,
             eval_samples=self.eval_samples, tensorboard=False, progress=False,
             model=ModelConfig(model=self.model, device=self.device),
             env=EnvConfig(env.env, dict(env.env_kwargs)),
-            rollout=RolloutConfig(prompts_per_step=self.prompts_per_step, group_size=self.group_size,
+            rollout=RolloutConfig(prompts_per_step=self.prompts_per_step if env.prompts_per_step is None
+                                  else env.prompts_per_step, group_size=self.group_size,
                                   max_new_tokens=env.max_new_tokens),
             optim=OptimConfig(lr=self.lr, mini_batches=self.mini_batches), plugins=list(self.plugins))
 
@@ -143,6 +152,9 @@ def validate_spec(spec: BenchSpec) -> None:
     if spec.law_window < 1:
         raise ConfigError(f"law_window: must be >= 1, got {spec.law_window}")
     for env in spec.envs:
+        stray = set(env.methods or ()) - set(spec.methods)
+        if stray:
+            raise ConfigError(f"envs: {env.name} lists methods that are not in the sweep: {', '.join(sorted(stray))}")
         for method in spec.methods:
             validate(spec.run_config(env, method, spec.seeds[0], Path("unused")))
         check_equal_budgets(spec, env)
@@ -367,7 +379,7 @@ def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True))
-    cells = [(env, method, seed) for env in spec.envs for method in spec.methods for seed in spec.seeds]
+    cells = [(env, method, seed) for env in spec.envs for method in env.methods_of(spec) for seed in spec.seeds]
     if jobs > 1:
         statuses = _run_parallel(spec, out, cells, jobs, progress)
         result = aggregate_sweep(spec, out, plots=plots)

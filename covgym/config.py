@@ -63,7 +63,7 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = option(0.0, "learning rate (0: auto — 1e-4 for the tiny model, 1e-3 for tiny-digits, 1e-6 "
+    lr: float = option(0.0, "learning rate (0: auto — 1e-4 for the tiny model, 5e-4 for tiny-digits, 1e-6 "
                             "otherwise)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")

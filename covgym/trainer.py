@@ -39,7 +39,7 @@ _PURPOSES = {"rollout": 1, "envs": 2, "minibatch": 3, "algorithm": 4}
 
 #: Auto learning rate of the built-in models: one at which GRPO improves held-out accuracy on the model's own
 #: task (measured: docs/benchmarks.md); any other model gets 1e-6.
-AUTO_LR = {TINY_MODEL_ALIAS: 1e-4, DIGITS_MODEL_ALIAS: 1e-3}
+AUTO_LR = {TINY_MODEL_ALIAS: 1e-4, DIGITS_MODEL_ALIAS: 5e-4}
 #: Auto optimizer steps per rollout, for every algorithm (KL-Cov and PPO clipping act only off-policy).
 AUTO_MINI_BATCHES = 4
 
