@@ -573,9 +573,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         validate_spec(spec)
         result = aggregate_sweep(spec, out, plots=not args.no_plots)
     else:
-        runs = len(spec.envs) * len(spec.methods) * len(spec.seeds)
-        print(f"covgym: bench: {runs} runs ({len(spec.envs)} envs × {len(spec.methods)} methods × "
-              f"{len(spec.seeds)} seeds) -> {out}", file=sys.stderr)
+        per_env = ", ".join(f"{env.name}: {len(env.methods_of(spec))} methods" for env in spec.envs)
+        runs = sum(len(env.methods_of(spec)) for env in spec.envs) * len(spec.seeds)
+        print(f"covgym: bench: {runs} runs ({per_env}; × {len(spec.seeds)} seeds) -> {out}", file=sys.stderr)
         result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots, jobs=args.jobs)
         reused = sum(status == "done" for status in result.statuses.values())
         if reused:
