@@ -74,6 +74,7 @@ class BenchSpec:
     suite: str = "default"
     baseline: str = "grpo"  # methods are compared with it seed by seed (when it is in the sweep)
     law_window: int = 1  # training steps averaged into one point of the entropy-law fit
+    entropy_dynamics_every: int = 1  # the predicted-vs-actual ΔH probe on every N-th step
     plugins: tuple[str, ...] = ()  # --plugin modules/files: recorded in every run's config (workers import them)
 
     def algorithm_of(self, method: str) -> tuple[str, dict]:
@@ -90,6 +91,7 @@ class BenchSpec:
             run_dir=str(run_dir), save_every=self.save_every,
             eval_problems=self.eval_problems if env.eval_problems is None else env.eval_problems,
             eval_samples=self.eval_samples, tensorboard=False, progress=False,
+            entropy_dynamics_every=self.entropy_dynamics_every,
             model=ModelConfig(model=self.model, device=self.device),
             env=EnvConfig(env.env, dict(env.env_kwargs)),
             rollout=RolloutConfig(prompts_per_step=self.prompts_per_step if env.prompts_per_step is None

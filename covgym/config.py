@@ -89,8 +89,10 @@ class TrainConfig:
     eval_problems: int = option(-1, "held-out problems per evaluation (0: none; -1: auto — 64 for the tiny model, "
                                     "16 for any other)")
     eval_samples: int = option(4, "samples per held-out problem (pass@k uses all of them)")
-    entropy_dynamics: bool = option(True, "measure predicted vs actual entropy change of each step's first update "
-                                          "(two extra forward passes on the first mini-batch)")
+    entropy_dynamics: bool = option(True, "measure predicted vs actual entropy change of the first and the last "
+                                          "optimizer step of a training step (two extra forward passes each)")
+    entropy_dynamics_every: int = option(1, "measure the entropy dynamics on every N-th training step (the probe "
+                                            "costs about a third of an update on the tiny models)")
     tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")
     progress: bool = option(True, "show a progress bar")
     plugins: list = option([], "modules or .py files imported before any name is resolved (--plugin, repeatable; "
@@ -239,6 +241,8 @@ def validate(config: TrainConfig) -> None:
     _check(config.eval_every >= 0, "eval_every", f"must be >= 0, got {config.eval_every}")
     _check(config.eval_problems >= -1, "eval_problems", f"must be >= 0 (or -1 = auto), got {config.eval_problems}")
     _check(config.eval_samples >= 1, "eval_samples", f"must be >= 1, got {config.eval_samples}")
+    _check(config.entropy_dynamics_every >= 1, "entropy_dynamics_every",
+           f"must be >= 1, got {config.entropy_dynamics_every}")
     r, o, m = config.rollout, config.optim, config.model
     _check(r.prompts_per_step >= 0, "prompts_per_step", f"must be >= 1 (or 0 = auto), got {r.prompts_per_step}")
     _check(r.group_size >= 0, "group_size", f"must be >= 1 (or 0 = auto), got {r.group_size}")

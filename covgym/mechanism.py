@@ -29,7 +29,7 @@ from covgym.bench import BenchEnv, BenchSpec
 MECHANISM_MODEL = "tiny-digits"
 MATH_STEPS = 150
 #: Methods run on the multi-turn task too (it costs about three times as much per step as the math task).
-AGENTIC_METHODS = ("grpo", "clip_cov", "kl_cov", "entropy_bonus")
+AGENTIC_METHODS = ("grpo", "clip_cov", "kl_cov")
 
 #: Method label -> the algorithm (``algo``, any ``--algo`` string) and its testbed hyperparameters.
 MECHANISM_METHODS: dict[str, dict] = {
@@ -62,10 +62,10 @@ def mechanism_spec(full: bool = False, methods: tuple[str, ...] | None = None) -
         params["entropy_schedule"]["entropy_schedule_steps"] = MATH_STEPS * scale
     agentic = tuple(m for m in AGENTIC_METHODS if m in methods)
     envs = (BenchEnv("covgym/DigitSum-v0", steps=MATH_STEPS * scale, max_new_tokens=10),
-            BenchEnv("covgym/DigitSumFeedback-v0", steps=60 * scale, max_new_tokens=10, prompts_per_step=8,
+            BenchEnv("covgym/DigitSumFeedback-v0", steps=50 * scale, max_new_tokens=10, prompts_per_step=8,
                      eval_problems=128, methods=None if full else (agentic or None)))
     return BenchSpec(suite="mechanism-full" if full else "mechanism", methods=methods,
                      seeds=(0, 1, 2, 3, 4) if full else (0, 1, 2), envs=envs, method_params=params,
                      model=MECHANISM_MODEL, lr=5e-4, prompts_per_step=16, group_size=8, mini_batches=4,
                      eval_problems=256, eval_samples=16, save_every=50, final_window=10, baseline="grpo",
-                     law_window=10)
+                     law_window=10, entropy_dynamics_every=5)

@@ -379,7 +379,8 @@ class Trainer:
                 # whenever there are several: KL-Cov's penalty and PPO clipping only act there
                 last = epoch == o.ppo_epochs - 1 and piece == o.mini_batches - 1
                 probe = "" if epoch == 0 and piece == 0 else ("_last" if last else None)
-                measure = self.config.entropy_dynamics and probe is not None and mine.numel() > 0
+                measure = (self.config.entropy_dynamics and probe is not None and mine.numel() > 0
+                           and step % self.config.entropy_dynamics_every == 0)
                 before = training_metrics.response_logits_sample(self.policy, mini) if measure else None
                 metrics = self._optimizer_step(mini, mini_advantages, mini_returns,
                                                on_policy=epoch == 0 and piece == 0)
