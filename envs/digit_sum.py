@@ -3,7 +3,7 @@
 Why this task: entropy collapse is a statement about a policy that *could* answer in many ways and learns to
 answer in one. With one correct answer per problem (``Arithmetic-v0``) almost all entropy sits in a single answer
 token and reward and entropy are nearly the same thing. Here a problem such as "13 from 3 digits, no 5" has dozens
-of correct answers, so a warm-started model starts diverse *and* partly wrong; RL first removes wrong answers
+of correct answers (two-digit problems up to 9), so a warm-started model starts diverse *and* partly wrong; RL first removes wrong answers
 (reward rises fast while entropy falls) and then, under plain policy gradient, keeps sharpening onto one answer per
 problem (entropy falls, reward barely moves) — the saturation the law ``R = −a·exp(H) + b`` describes. Entropy is
 spread over several tokens per response (each free digit is a choice), and pass@k measures whether the diversity
@@ -109,7 +109,7 @@ class DigitSumEnv(_DigitSumProblems, SingleTurnEnv):
     ## Description
     A problem is a target, a number of digits (``terms``, drawn from the ``terms`` knob) and, with
     ``ban_digit=True``, one digit that may not be used. Only problems with at least 3 correct answers are drawn;
-    most have dozens (``info["num_solutions"]``). This is the math task of the mechanism testbed
+    two-digit problems have up to 9, three-digit ones up to 73 (``info["num_solutions"]``). This is the math task of the mechanism testbed
     (``covgym bench --suite mechanism``): see the module docstring for why.
 
     ## Observation
