@@ -1,13 +1,13 @@
 """Write ``benchmarks/RESULTS.md`` from the result files in ``benchmarks/results/`` (never edit RESULTS.md by hand).
 
 ``python benchmarks/make_results.py``                   re-render RESULTS.md from the stored JSON files
-``python benchmarks/make_results.py --run speed,memory,quick``   measure first, then render
-``python benchmarks/make_results.py --run full``        also the full default suite (about an hour)
-``python benchmarks/make_results.py --from-sweep full=DIR``   use a sweep that ``covgym bench --out DIR`` ran
+``python benchmarks/make_results.py --run speed,memory,mechanism``   measure first, then render
+``python benchmarks/make_results.py --run mechanism-full``   the long mechanism suite
+``python benchmarks/make_results.py --from-sweep mechanism=DIR``   use a sweep that ``covgym bench --out DIR`` ran
 
-Measuring: ``speed`` runs ``benchmarks/speed.py``, ``memory`` runs ``benchmarks/memory.py``, ``quick`` and
-``full`` run ``covgym bench [--quick]`` into ``runs/bench-quick`` / ``runs/bench`` and copy the sweep's
-``summary.json`` here as ``bench_quick.json`` / ``bench_full.json``. Each result file records its own command,
+Measuring: ``speed`` runs ``benchmarks/speed.py``, ``memory`` runs ``benchmarks/memory.py``, ``mechanism`` and
+``mechanism-full`` run ``covgym bench --suite mechanism [--full] --jobs 2`` and copy the sweep's ``summary.json``
+here as ``bench_mechanism.json`` / ``bench_mechanism_full.json``. Each result file records its own command,
 date, thread setting and the load average when it started, so a table can be traced to the run that made it.
 """
 
@@ -28,7 +28,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 SPEED_TARGET, MEMORY_TARGET = 1.5, 0.25
-SWEEPS = {"quick": ("bench_quick.json", "runs/bench-quick", ["--quick"]), "full": ("bench_full.json", "runs/bench", [])}
+SWEEPS = {"mechanism": ("bench_mechanism.json", "runs/bench-mechanism", ["--suite", "mechanism", "--jobs", "2"]),
+          "mechanism-full": ("bench_mechanism_full.json", "runs/bench-mechanism-full",
+                             ["--suite", "mechanism", "--full", "--jobs", "2"])}
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -73,8 +75,9 @@ def import_sweep(kind: str, directory: str) -> None:
     walls = [r["wall_time_s"] for r in data["runs"] if r.get("wall_time_s") is not None]
     threads = sorted({r["torch_threads"] for r in data["runs"] if r.get("torch_threads") is not None})
     loads = [r["load_average"][0] for r in data["runs"] if r.get("load_average")]
-    data["meta"] = {"command": f"covgym bench{' --quick' if kind == 'quick' else ''} --out {directory}",
-                    "sweep_wall_s": sum(walls), "wall_is_sum_of_runs": True,
+    sweep = data.get("sweep") or {}
+    data["meta"] = {"command": f"covgym bench {' '.join(SWEEPS[kind][2])} --out {directory}",
+                    "sweep_wall_s": sweep.get("wall_s", sum(walls)), "wall_is_sum_of_runs": "wall_s" not in sweep,
                     "load_average_at_start": (f"{min(loads):.1f}–{max(loads):.1f} (1-min, at each run's start)"
                                               if loads else "not recorded"),
                     "omp_num_threads": "not recorded",
@@ -87,7 +90,8 @@ def import_sweep(kind: str, directory: str) -> None:
 def _copy_overlay_plots(source: Path, target: Path) -> list[str]:
     """Keep the two overlay figures per env next to the results (the sweep directory may not travel)."""
     copied = []
-    for figure in sorted(source.glob("*/entropy_reward.png")) + sorted(source.glob("*/entropy_law.png")):
+    for figure in sorted(f for name in ("entropy_reward.png", "entropy_law.png", "pass_at_k.png")
+                         for f in source.glob(f"*/{name}")):
         destination = target / figure.parent.name / figure.name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(figure, destination)
@@ -111,7 +115,7 @@ def measure(parts: list[str]) -> None:
         elif part in SWEEPS:
             run_sweep(part)
         else:
-            raise SystemExit(f"--run: unknown part {part!r} (speed, prefix_sharing, memory, quick, full)")
+            raise SystemExit(f"--run: unknown part {part!r} (speed, prefix_sharing, memory, {', '.join(SWEEPS)})")
 
 
 # ----------------------------------------------------------------------------------------------------- rendering
@@ -295,37 +299,39 @@ def memory_section(data: dict[str, Any] | None) -> str:
 
 
 def bench_section(data: dict[str, Any] | None, kind: str) -> str:
-    title = {"quick": "Quick sweep (`covgym bench --quick`)", "full": "Full default suite (`covgym bench`)"}[kind]
+    title = {"mechanism": "Mechanism testbed (`covgym bench --suite mechanism`)",
+             "mechanism-full": "Mechanism testbed, full (`covgym bench --suite mechanism --full`)"}[kind]
     if data is None:
-        how = "--run full" if kind == "full" else "--run quick"
-        return f"## {title}\n\nNot run yet: `python benchmarks/make_results.py {how}`.\n"
+        return f"## {title}\n\nNot run yet: `python benchmarks/make_results.py --run {kind}`.\n"
     meta = data.get("meta", {})
     spec = data["spec"]
-    envs = ", ".join(f"{e['env']} ({e['steps']} steps)" for e in spec["envs"])
+    envs = "; ".join(f"{e['env']} ({e['steps']} steps, {e.get('prompts_per_step') or spec['prompts_per_step']} "
+                     f"prompts × {spec['group_size']}, held-out {e.get('eval_problems') or spec['eval_problems']} "
+                     f"problems × {spec['eval_samples']} samples"
+                     f"{', methods ' + ', '.join(e['methods']) if e.get('methods') else ''})" for e in spec["envs"])
     wall = meta.get("sweep_wall_s")
+    sweep = data.get("sweep") or {}
     lines = [f"## {title}", "",
-             f"Command: `{meta.get('command', '?')}` — {data['created']}; torch threads {meta.get('torch_threads')} "
-             f"(OMP_NUM_THREADS={meta.get('omp_num_threads')}); load average at start "
-             f"{meta.get('load_average_at_start', '?')}; sweep wall time "
+             f"Command: `{meta.get('command', '?')}` — {data['created']}; {sweep.get('jobs', '?')} processes of "
+             f"{meta.get('torch_threads')} torch thread(s) on {sweep.get('cpu_count', '?')} cores; load average at "
+             f"start {meta.get('load_average_at_start', '?')}; sweep wall time "
              f"{'?' if wall is None else f'{wall / 60:.1f} min'}"
              f"{' (sum of the runs’ wall times)' if meta.get('wall_is_sum_of_runs') else ''}.", "",
-             f"Methods {', '.join(spec['methods'])}; seeds {', '.join(map(str, spec['seeds']))}; {envs}; model "
-             f"{spec['model']}; {spec['prompts_per_step']} prompts × {spec['group_size']} responses, "
-             f"{spec['mini_batches']} mini-batches, lr {spec['lr']:g}; held-out evaluation on "
-             f"{spec['eval_problems']} problems × {spec['eval_samples']} samples.", ""]
+             f"Methods {', '.join(spec['methods'])}; seeds {', '.join(map(str, spec['seeds']))}; model "
+             f"{spec['model']}; lr {spec['lr']:g}, {spec['mini_batches']} mini-batches per rollout; {envs}. "
+             f"Each method's own hyperparameters: `covgym/mechanism.py`.", ""]
     from covgym.bench_summary import SummaryOptions, markdown_table
 
     options = SummaryOptions(spec["entropy_threshold"], spec["relative_threshold"], spec["final_window"])
     table = data["aggregate"]  # JSON keys come back sorted: restore the spec's order of envs and methods
     ordered = {e["env"]: {m: table[e["env"]][m] for m in spec["methods"] if m in table.get(e["env"], {})}
                for e in spec["envs"] if e["env"] in table}
-    lines.append(markdown_table(ordered, options).replace("### ", "#### "))
+    paired = {env: {m: rows[m] for m in spec["methods"] if m in rows}
+              for env, rows in (data.get("paired_vs_baseline") or {}).items()}
+    lines.append(markdown_table(ordered, options, paired, data.get("baseline", "grpo")).replace("### ", "#### "))
     if meta.get("copied_plots"):
-        lines.append("Overlay plots (mean over seeds per method): "
+        lines.append("Figures (every method: mean over seeds with a 95 % band): "
                      + ", ".join(f"[{Path(p).parent.name}/{Path(p).name}]({p})" for p in meta["copied_plots"]) + ".")
-    elif data.get("plots"):
-        lines.append(f"Overlay plots (mean over seeds per method): {meta.get('command', '').split('--out ')[-1]}"
-                     f"/plots/<env>/.")
     return "\n".join(lines) + "\n"
 
 
@@ -357,13 +363,15 @@ def render() -> str:
     parts = [machine_section(), speed_section(_load("speed.json")), real_model_speed_section(),
              prefix_section(_load("prefix_sharing.json")),
              memory_section(_load("memory.json")),
-             bench_section(_load("bench_full.json"), "full"), bench_section(_load("bench_quick.json"), "quick")]
+             bench_section(_load("bench_mechanism.json"), "mechanism"),
+             bench_section(_load("bench_mechanism_full.json"), "mechanism-full")]
     return "\n".join(header + [part for part in parts if part])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", default="", help="measure first: comma-separated speed, memory, quick, full")
+    parser.add_argument("--run", default="", help="measure first: comma-separated speed, memory, prefix_sharing, "
+                                                  "mechanism, mechanism-full")
     parser.add_argument("--from-sweep", action="append", default=[], metavar="KIND=DIR",
                         help="take the quick/full sweep from a directory `covgym bench --out DIR` wrote")
     args = parser.parse_args(argv)
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.from_sweep:
         kind, _, directory = item.partition("=")
         if kind not in SWEEPS or not directory:
-            parser.error(f"--from-sweep: expected quick=DIR or full=DIR, got {item!r}")
+            parser.error(f"--from-sweep: expected {'=DIR or '.join(SWEEPS)}=DIR, got {item!r}")
         import_sweep(kind, directory)
     (HERE / "RESULTS.md").write_text(render())
     print(HERE / "RESULTS.md")

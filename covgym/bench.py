@@ -373,8 +373,6 @@ def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bo
     core is faster than threads inside one run). Either way, the evaluation before training is computed once per
     env and seed and shared by every method of that seed.
     """
-    from tqdm.auto import tqdm
-
     validate_spec(spec)
     if jobs < 1:
         raise ConfigError(f"jobs: must be >= 1, got {jobs}")
@@ -382,11 +380,26 @@ def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bo
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True))
     cells = [(env, method, seed) for env in spec.envs for method in env.methods_of(spec) for seed in spec.seeds]
+    started, load = time.perf_counter(), list(os.getloadavg())
+    record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": load, "jobs": jobs,
+              "cpu_count": os.cpu_count()}
     if jobs > 1:
         statuses = _run_parallel(spec, out, cells, jobs, progress)
-        result = aggregate_sweep(spec, out, plots=plots)
-        result.statuses = statuses
-        return result
+    else:
+        statuses = _run_sequential(spec, out, cells, progress)
+    record.update(wall_s=time.perf_counter() - started, load_average_at_end=list(os.getloadavg()),
+                  runs_done_before=sum(status == "done" for status in statuses.values()))
+    (out / "sweep_record.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    result = aggregate_sweep(spec, out, plots=plots)
+    result.statuses = statuses
+    return result
+
+
+def _run_sequential(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, int]], progress: bool
+                    ) -> dict[str, str]:
+    """Every run in this process, one after the other, with a progress bar over training steps."""
+    from tqdm.auto import tqdm
+
     done = [min(_steps_done(run_dir_for(out, *cell)), cell[0].steps) for cell in cells]
     statuses: dict[str, str] = {}
     with tqdm(total=sum(env.steps for env, _, _ in cells), initial=sum(done), desc="bench", unit="step",
@@ -406,9 +419,7 @@ def run_sweep(spec: BenchSpec, out: str | Path, progress: bool = True, plots: bo
             done[index] = min(_steps_done(run_dir), env.steps)  # a resume may redo steps past its checkpoint
             bar.n = sum(done)
             bar.refresh()
-    result = aggregate_sweep(spec, out, plots=plots)
-    result.statuses = statuses
-    return result
+    return statuses
 
 
 def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
@@ -463,7 +474,12 @@ def aggregate_sweep(spec: BenchSpec, out: str | Path, plots: bool = True) -> Ben
             written += plot_pass_at_k(table.get(env.env, {}), out / "plots" / env.name, env.env)
     budgets = {env.env: comparison_budget(spec.run_config(env, spec.methods[0], spec.seeds[0], Path("unused")))
                for env in spec.envs}
-    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "suite": spec.suite, "spec": dataclasses.asdict(spec),
+    try:
+        sweep = json.loads((out / "sweep_record.json").read_text())  # the last sweep's wall time, load, jobs
+    except (OSError, json.JSONDecodeError):
+        sweep = None
+    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "suite": spec.suite, "sweep": sweep,
+               "spec": dataclasses.asdict(spec),
                "shared_budget": budgets, "baseline": spec.baseline, "runs": runs, "aggregate": table,
                "paired_vs_baseline": comparisons, "plots": [str(p.relative_to(out)) for p in written]}
     (out / "summary.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
