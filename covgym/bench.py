@@ -281,8 +281,8 @@ def run_one(config: TrainConfig, on_step: Any = None, eval_before: dict[str, Any
         if result.eval_before:
             record["eval_before"] = result.eval_before
         record.update(status="complete", error=None)
-    except TrainingError as error:
-        record.update(status="failed", error=str(error))
+    except (TrainingError, ValueError, RuntimeError, KeyError, OSError) as error:  # recorded; the sweep goes on
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
         status = "failed"
     record["wall_time_s"] = record.get("wall_time_s", 0.0) + time.perf_counter() - started
     record["attempts"] = record.get("attempts", 0) + 1
@@ -339,6 +339,9 @@ def _run_parallel(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, i
     from tqdm.auto import tqdm
 
     statuses: dict[str, str] = {}
+    from covgym.model_sources import resolve_model
+
+    resolve_model(spec.model, show_progress=progress)  # a built-in model is built once here, not in every worker
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         firsts = {(env.env, seed): spec.run_config(env, spec.methods[0], seed, run_dir_for(out, env, spec.methods[0],
@@ -359,7 +362,12 @@ def _run_parallel(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, i
                   dynamic_ncols=True) as bar:
             for future in as_completed(submitted):
                 run_dir = submitted[future]
-                statuses[str(run_dir.relative_to(out))] = future.result()
+                try:
+                    statuses[str(run_dir.relative_to(out))] = future.result()
+                except Exception as error:  # noqa: BLE001 - a crashed worker fails its run, not the sweep
+                    statuses[str(run_dir.relative_to(out))] = "failed"
+                    _write_run_record(run_dir, {**_read_run_record(run_dir), "status": "failed",
+                                                "error": f"worker: {type(error).__name__}: {error}"})
                 bar.set_postfix_str(f"{run_dir.relative_to(out)}: {statuses[str(run_dir.relative_to(out))]}")
                 bar.update(1)
     return statuses
@@ -430,13 +438,15 @@ def collect_runs(spec: BenchSpec, out: Path) -> list[dict[str, Any]]:
         for method in spec.methods:
             for seed in spec.seeds:
                 run_dir = run_dir_for(out, env, method, seed)
-                records = read_records(run_dir)
+                records = [r for r in read_records(run_dir) if r["step"] <= env.steps]  # a longer run: cut
                 if not records:
                     continue
                 record = _read_run_record(run_dir)
                 summary = summarize_run(records, options, record.get("wall_time_s"), law_window=spec.law_window)
                 add_evaluation_before(summary, record.get("eval_before", {}))
-                status = record.get("status") or ("complete" if is_complete(run_dir, env.steps) else "partial")
+                status = record.get("status") or "complete"
+                if status == "complete" and records[-1]["step"] != env.steps:
+                    status = "partial"  # unfinished, or run for another number of steps: not averaged
                 conditions = record.get("conditions") or [{}]
                 algo, params = spec.algorithm_of(method)
                 summary.update(env=env.env, method=method, algo=algo, algo_params=params, seed=seed,
@@ -508,7 +518,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mechanism: the testbed where entropy collapse and its controls show (tiny-digits model, "
                              "DigitSum math + multi-turn tasks, GRPO / Clip-Cov / KL-Cov / entropy bonus and the "
                              "entropy controls, 3 seeds, about 15 minutes on 2 cores); default: the original suite")
-    parser.add_argument("--full", action="store_true", help="with --suite mechanism: 3x longer runs and 5 seeds")
+    parser.add_argument("--full", action="store_true", help="with --suite mechanism: twice as long, 5 seeds, every "
+                                                           "method on both tasks")
     parser.add_argument("--quick", action="store_true", help="a small sweep in minutes: 2 methods, 2 seeds, "
                                                             "a few small steps per env (default out: runs/bench-quick)")
     parser.add_argument("--out", metavar="DIR", help="sweep directory (default: runs/bench); re-running resumes it")
@@ -526,8 +537,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregate-only", action="store_true", help="train nothing; rebuild the table and plots")
     parser.add_argument("--no-plots", action="store_true", help="skip the overlay plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="runs in N processes at once, one torch thread each (on 2 free cores: 2)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="runs in N processes at once, one torch thread each (default: 2 on a machine with 2 or "
+                             "more cores for --suite mechanism, else 1)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's own); on a "
                                                                  "machine shared with other jobs use 1")
 
@@ -540,7 +552,10 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
                               "for minutes (add --full for the long version)")
         from covgym.mechanism import mechanism_spec
 
-        spec = mechanism_spec(full=args.full)
+        try:
+            spec = mechanism_spec(full=args.full, methods=args.methods)
+        except ValueError as error:
+            raise ConfigError(f"--methods: {error}") from None
     elif args.full:
         raise ConfigError("--full goes with --suite mechanism")
     else:
@@ -594,7 +609,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         per_env = ", ".join(f"{env.name}: {len(env.methods_of(spec))} methods" for env in spec.envs)
         runs = sum(len(env.methods_of(spec)) for env in spec.envs) * len(spec.seeds)
         print(f"covgym: bench: {runs} runs ({per_env}; × {len(spec.seeds)} seeds) -> {out}", file=sys.stderr)
-        result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots, jobs=args.jobs)
+        jobs = args.jobs if args.jobs is not None else (min(2, os.cpu_count() or 1) if args.suite == "mechanism"
+                                                         else 1)
+        result = run_sweep(spec, out, progress=not args.no_progress, plots=not args.no_plots, jobs=jobs)
         reused = sum(status == "done" for status in result.statuses.values())
         if reused:
             print(f"covgym: bench: {reused} finished run(s) reused", file=sys.stderr)

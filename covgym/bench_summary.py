@@ -30,7 +30,7 @@ import numpy as np
 METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max", "initial_entropy",
            "final_entropy", "entropy_ratio", "entropy_auc", "entropy_below_step", "distinct_correct_before",
            "distinct_correct", "law_a", "law_b", "law_r2", "law_r2_linear", "law_forecast_r2",
-           "law_forecast_r2_linear", "target_gap", "wall_time_s")
+           "law_forecast_r2_linear", "target_gap", "accuracy_gain", "pass_at_max_gain", "wall_time_s")
 INITIAL_WINDOW = 3  # steps averaged into ``initial_entropy``
 #: Per-step targets logged by the entropy-following controls: the entropy the step's update aims to leave.
 ENTROPY_TARGET_KEYS = ("entropy_target_target", "entropy_schedule_target")
@@ -104,6 +104,10 @@ def add_evaluation_before(summary: dict[str, Any], before: dict[str, Any]) -> No
     if summary["pass_at_k_before"]:
         summary["pass_at_max_before"] = list(summary["pass_at_k_before"].values())[-1]
     summary["distinct_correct_before"] = before.get("distinct_correct_mean")
+    for after, before_key, gain in (("accuracy", "accuracy_before", "accuracy_gain"),
+                                    ("pass_at_max", "pass_at_max_before", "pass_at_max_gain")):
+        if summary.get(after) is not None and summary.get(before_key) is not None:  # after − before, same seed
+            summary[gain] = summary[after] - summary[before_key]
 
 
 def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = SummaryOptions(),
@@ -175,10 +179,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     for run in runs:
         groups.setdefault((run["env"], run["method"]), []).append(run)
     for (env, method), members in groups.items():
-        done = [m for m in members if m.get("status") != "failed"]
+        done = [m for m in members if m.get("status", "complete") == "complete"]
         row: dict[str, Any] = {metric: spread([m.get(metric) for m in done]) for metric in METRICS}
         row["seeds"] = [m.get("seed") for m in done]
         row["failed"] = [m.get("seed") for m in members if m.get("status") == "failed"]
+        row["partial"] = [m.get("seed") for m in members if m.get("status") == "partial"]
         ks = {m.get("k") for m in done if m.get("k") is not None}
         row["k"] = ks.pop() if len(ks) == 1 else None
         for key in ("pass_at_k", "pass_at_k_before"):
@@ -198,7 +203,7 @@ def paired_comparisons(runs: list[dict[str, Any]], baseline: str) -> dict[str, d
 
     by_cell: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for run in runs:
-        if run.get("status") != "failed":
+        if run.get("status", "complete") == "complete":
             by_cell.setdefault((run["env"], run["method"]), {})[run["seed"]] = run
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for (env, method), seeds in by_cell.items():
@@ -238,15 +243,18 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
         ks = {row["k"] for row in methods.values() if row["k"] is not None}
         k = ks.pop() if len(ks) == 1 else "k"
         header = (f"| method | seeds | pass@1 before | pass@1 after | pass@{k} before | pass@{k} after | "
+                  f"pass@{k} after − before | "
                   f"H first 3 steps | H last {options.final_window} | H ratio | distinct correct / problem | "
                   f"final reward | target gap | wall (s) |")
         lines = [f"### {env}", "", header, "|" + "---|" * header.count(" | ") + "---|"]
         for method, row in methods.items():
             seeds = len(row["seeds"])
             failed = f" ({len(row['failed'])} failed)" if row["failed"] else ""
+            failed += f" ({len(row['partial'])} unfinished, left out)" if row.get("partial") else ""
             cells = [f"| {method}", f"{seeds}{failed}"]
             cells += [_cell(row[m], 3) for m in ("accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max",
-                                                 "initial_entropy", "final_entropy", "entropy_ratio")]
+                                                 "pass_at_max_gain", "initial_entropy", "final_entropy",
+                                                 "entropy_ratio")]
             cells += [_cell(row["distinct_correct"], 2), _cell(row["final_reward"], 3),
                       _cell(row["target_gap"], 3), _cell(row["wall_time_s"], 0)]
             lines.append(" | ".join(cells) + " |")
@@ -273,7 +281,7 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
                 lines.append(" | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     notes = (f"mean ± half-width of the Student-t 95 % confidence interval over seeds. pass@1 (= mean@n) and "
-             f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem. "
+             f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem; after − before is paired by seed. Only complete runs are averaged. "
              f"H: training token entropy, mean of the first 3 and the last {options.final_window} steps; H ratio = "
              f"last / first. target gap: for the entropy-following controls, mean |target − achieved entropy| per step. distinct correct: distinct correct answers per held-out problem among its n samples. "
              f"Law: R = −a·exp(H) + b and the best line R = c·H + d fitted on the same (windowed) training points; "

@@ -292,12 +292,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     note = unfair_comparison_note(args.run_dirs)
     if note:
-        print(f"covgym: plot: warning: {note}", file=sys.stderr)
+        print(f"covgym: plot: warning: {note}")
     labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
     if labels is not None and len(labels) != len(args.run_dirs):
         raise UsageError(f"--labels has {len(labels)} entries for {len(args.run_dirs)} run directories")
     try:
-        paths = plot_runs(args.run_dirs, args.out, labels=labels, formats=args.format)
+        paths = plot_runs(args.run_dirs, args.out, labels=labels, formats=args.format, note=note)
     except ValueError as error:
         raise UsageError(str(error)) from None
     for path in paths:

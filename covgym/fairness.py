@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 #: Keys of a run config that may differ between the runs of one comparison.
-PER_RUN_KEYS = ("algo", "algo_params", "run_dir", "seed", "progress", "steps", "save_every", "keep_checkpoints",
+PER_RUN_KEYS = ("algo", "algo_params", "run_dir", "seed", "progress", "save_every", "keep_checkpoints",
                 "tensorboard", "plugins")
 
 

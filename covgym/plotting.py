@@ -363,7 +363,7 @@ def default_out_dir(run_dirs: Sequence[str | Path]) -> Path:
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None, labels: Sequence[str] | None = None,
-              formats: Sequence[str] | str = ("png",)) -> list[Path]:
+              formats: Sequence[str] | str = ("png",), note: str | None = None) -> list[Path]:
     """Write every figure the runs' metrics allow; returns the paths written.
 
     Args:
@@ -372,6 +372,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
         labels: one legend label per run; runs sharing a label are seeds of one method, drawn as their mean
             with a 95 % band (default: grouped by ``config.json``, see ``covgym.plot_data``).
         formats: any of ``png``, ``pdf``, ``svg`` (a sequence or a comma-separated string).
+        note: a warning printed under every figure (e.g. that the runs' update budgets differ).
     """
     formats = _check_formats(formats)
     methods = group_runs(list(run_dirs), None if labels is None else list(labels))
@@ -382,6 +383,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
         for stem, draw in FIGURES.items():
             figure = draw(methods)
             if figure is not None:
+                if note:
+                    figure.text(0.5, -0.01, f"warning: {note}", ha="center", va="top", fontsize="small",
+                                color="darkred", wrap=True)
                 written += _save(figure, out, stem, formats)
     return written
 

@@ -46,8 +46,8 @@ def paired_difference(method: dict[int, float | None], baseline: dict[int, float
 
 
 def windowed(values: Sequence[float], window: int) -> np.ndarray:
-    """Means of consecutive non-overlapping windows of ``window`` points (a last partial window is dropped
-    unless it is the only one): per-step rewards are noisy, a window's mean much less so."""
+    """Means of consecutive non-overlapping windows of ``window`` points (a last partial window is dropped); fewer
+    points than one window are returned as they are. Per-step rewards are noisy, a window's mean much less so."""
     array = np.asarray(values, dtype=float)
     if window <= 1 or array.size < window:
         return array
@@ -89,7 +89,7 @@ def law_comparison(entropy: Sequence[float], reward: Sequence[float], window: in
     result.update(law_a=a, law_b=b, law_r2=r2, law_r2_linear=_r2(r, slope * h + intercept))
     half = h.size // 2
     first_h, first_r, rest_h, rest_r = h[:half], r[:half], h[half:], r[half:]
-    if half >= 2 and np.ptp(first_h) > 0:
+    if half >= 4 and h.size - half >= 4 and np.ptp(first_h) > 0:  # two parameters need more than two points
         a1, b1, _ = fit_entropy_law(first_h, first_r)
         result["law_forecast_r2"] = _r2(rest_r, b1 - a1 * np.exp(rest_h))
         slope1, intercept1 = np.polyfit(first_h, first_r, 1)

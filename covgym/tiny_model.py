@@ -26,6 +26,7 @@ import torch
 
 TINY_MODEL_ALIAS = "tiny"
 _SPEC_VERSION = 2  # bump when the build procedure changes, so old caches are not reused
+RECIPE_VERSIONS = {"digit_sum": 2}  # bump when a recipe's demonstrations change (task defaults, split)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class TinyModelSpec:
         fields = dataclasses.asdict(self)
         if fields["recipe"] == "answer":  # added later: leaving it out keeps the keys of existing caches
             del fields["recipe"]
+        else:  # the recipe's own data (its task's defaults, its split) can change: version it
+            fields["recipe_version"] = RECIPE_VERSIONS[fields["recipe"]]
         payload = json.dumps({**fields, "version": _SPEC_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

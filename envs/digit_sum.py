@@ -84,6 +84,12 @@ class _DigitSumProblems:
                        metadata={"target": target, "terms": terms, "banned": banned_digit,
                                  "num_solutions": len(answers)})
 
+    def split_key(self, problem: Problem) -> str:
+        """Target, digit count and banned digit: the same key in both tasks (their prompts are worded differently),
+        so a problem held out of one task is held out of the other, and of the warm start that learns from both."""
+        meta = problem.metadata
+        return f"digit-sum {meta['target']} {meta['terms']} {meta['banned']}"
+
     def sample_solution(self, problem: Problem, rng: np.random.Generator) -> str:
         """A uniformly random correct answer (for warm-start demonstrations)."""
         meta = problem.metadata

@@ -267,3 +267,19 @@ def test_target_gap_compares_each_target_with_the_next_rollouts_entropy():
                {"step": 3, "entropy_mean": 0.7, "entropy_target_target": 0.7}]
     assert target_gap(records) == pytest.approx((0.1 + 0.1) / 2)
     assert target_gap([{"step": 1, "entropy_mean": 1.0}]) is None
+
+
+def test_unfinished_runs_are_listed_but_not_averaged():
+    runs = [{"env": "E", "method": "m", "seed": 0, "final_reward": 0.2, "status": "complete"},
+            {"env": "E", "method": "m", "seed": 1, "final_reward": 0.9, "status": "partial"}]
+    row = aggregate(runs)["E"]["m"]
+    assert row["final_reward"]["mean"] == pytest.approx(0.2) and row["partial"] == [1] and row["seeds"] == [0]
+
+
+def test_a_longer_run_is_cut_to_the_sweeps_steps(tmp_path):
+    env = BenchEnv("covgym/Arithmetic-v0", steps=2)
+    spec = BenchSpec(methods=("grpo",), seeds=(0,), envs=(env,), final_window=1)
+    _write_run(run_dir_for(tmp_path, env, "grpo", 0), _records(ENTROPY, REWARD, (0.5, 0.9)), wall_time=1.0)
+    run = bench.collect_runs(spec, tmp_path)[0]
+    assert run["steps_done"] == 2 and run["final_entropy"] == pytest.approx(0.8)
+    assert run["accuracy"] is None  # the evaluation after step 4 is not this sweep's

@@ -43,7 +43,7 @@ def test_plot_command_warns_about_unequal_budgets(tmp_path, capsys):
         (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "entropy_mean": 1.0 / s,
                                                                "reward_mean": 0.1 * s}) + "\n" for s in (1, 2, 3)))
     main(["plot", *map(str, runs), "--out", str(tmp_path / "figures")])
-    assert "not a like-for-like comparison" in capsys.readouterr().err
+    assert "not a like-for-like comparison" in capsys.readouterr().out
 
 
 def test_bench_refuses_a_sweep_with_unequal_budgets(monkeypatch):

@@ -100,9 +100,42 @@ def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
         for field in REQUIRED_RUN_FIELDS:
             assert field in run, field
         assert list(run["pass_at_k"]) == ["1", "2", "4"] and run["accuracy_before"] is not None
-    befores = {(r["env"], r["seed"]): set() for r in summary["runs"]}
-    for run in summary["runs"]:
-        befores[(run["env"], run["seed"])].add(json.dumps(run["pass_at_k_before"], sort_keys=True))
-    assert all(len(values) == 1 for values in befores.values())  # one shared evaluation before training per seed
+    # the shared evaluation before training is what each run's own trainer would have computed
+    from covgym.trainer import Trainer
+
+    config = spec.run_config(spec.envs[0], "kl_cov", 1, tmp_path / "fresh")
+    own = Trainer(config).evaluate()
+    shared = next(r for r in summary["runs"] if r["method"] == "kl_cov" and r["seed"] == 1
+                  and r["env"] == spec.envs[0].env)
+    assert shared["accuracy_before"] == own["accuracy"]
+    assert shared["pass_at_k_before"] == {k[5:]: v for k, v in own.items() if k.startswith("pass@")}
     assert "kl_cov" in summary["paired_vs_baseline"]["covgym/DigitSum-v0"]
     assert summary["shared_budget"]["covgym/DigitSum-v0"]["optim.mini_batches"] == 4
+
+
+def test_no_problem_is_held_out_of_one_task_and_trained_on_in_the_other():
+    single, feedback = (gym.make(env_id, split="test").unwrapped for env_id in
+                        ("covgym/DigitSum-v0", "covgym/DigitSumFeedback-v0"))
+    train_single, train_feedback = (gym.make(env_id, split="train").unwrapped for env_id in
+                                    ("covgym/DigitSum-v0", "covgym/DigitSumFeedback-v0"))
+
+    def keys(env):
+        return {env.split_key(env.draw_problem(np.random.default_rng(seed))) for seed in range(1500)}
+
+    test_keys = keys(single) | keys(feedback)
+    assert test_keys and not test_keys & (keys(train_single) | keys(train_feedback))
+
+
+def test_mechanism_suite_from_the_command_line_keeps_the_chosen_methods():
+    import argparse
+
+    from covgym import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_bench_arguments(parser)
+    spec = bench.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,kl_cov"]))
+    bench.validate_spec(spec)
+    assert spec.methods == ("grpo", "kl_cov") and set(spec.method_params) == {"grpo", "kl_cov"}
+    assert all(set(env.methods_of(spec)) <= {"grpo", "kl_cov"} for env in spec.envs)
+    with pytest.raises(ValueError, match="not a method of the mechanism suite"):
+        bench.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,nope"]))
