@@ -27,7 +27,8 @@ FORMATS = ("png", "pdf", "svg")
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
          "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
          "pdf.fonttype": 42, "svg.fonttype": "none", "savefig.dpi": 200}
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf",
+          "#bcbd22", "#000000", "#aec7e8")  # 12 distinct: a mechanism suite has 10 methods
 SMOOTH_ABOVE = 30  # curves with more points get thin per-step values and a centred moving average
 #: Fits explaining less than this share of variance get no ceiling and no extrapolation.
 MIN_R2_FOR_CEILING = 0.5
@@ -62,9 +63,16 @@ def _axes_row(columns: int, width: float = 5.0, height: float = 3.8):
     return figure, list(figure.subplots(1, columns, squeeze=False)[0])
 
 
+MAX_LEGEND_INSIDE = 6  # entries; a longer legend goes beside the axes, where it cannot hide the curves
+
+
 def _legend(ax, **kwargs) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(framealpha=0.85, **kwargs)
+    handles = ax.get_legend_handles_labels()[0]
+    if not handles:
+        return
+    if len(handles) > MAX_LEGEND_INSIDE:
+        kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "x-small"}
+    ax.legend(framealpha=0.85, **kwargs)
 
 
 def _smoothing_note(figure, points: int, methods: Sequence[Method]) -> None:
