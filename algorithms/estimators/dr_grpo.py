@@ -15,6 +15,7 @@ class DrGRPOEstimator(GRPOEstimator):
     """``A_i = score_i − mean_g``. The Dr. GRPO preset also sums the loss over tokens and divides by a constant."""
 
     name = "dr_grpo"
+    advantage_invariants = ("zero_mean_per_group", "shift_invariant")  # checked by covgym.testing.check_algorithm
     description = "Group-mean baseline without std normalisation"
     source = "Liu et al. 2025 (Understanding R1-Zero-Like Training); verl norm_adv_by_std_in_grpo=False"
 

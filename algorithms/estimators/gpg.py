@@ -28,6 +28,7 @@ class GPGEstimator(Estimator):
     """
 
     name = "gpg"
+    advantage_invariants = ("zero_mean_per_group",)  # α counts non-zero scores: a shift changes it  # checked by covgym.testing.check_algorithm
     description = "α-rescaled group baseline (GPG)"
     source = "Chu et al. 2025 (GPG); verl compute_gpg_outcome_advantage"
     advantage_invariants = ("zero_mean_per_group",)

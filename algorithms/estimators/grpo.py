@@ -26,6 +26,7 @@ class GRPOEstimator(Estimator):
     """
 
     name = "grpo"
+    advantage_invariants = ("zero_mean_per_group", "shift_invariant")  # checked by covgym.testing.check_algorithm
     description = "Group-relative advantages (mean/std over a prompt's responses)"
     source = "Shao et al. 2024 (DeepSeekMath); verl compute_grpo_outcome_advantage"
     advantage_invariants = ("zero_mean_per_group", "shift_invariant")

@@ -21,6 +21,7 @@ class ReinforcePPEstimator(Estimator):
     """Subtract the group mean score, then whiten over all response tokens of the batch (token-weighted)."""
 
     name = "reinforce_pp"
+    advantage_invariants = ("shift_invariant",)  # whitened over the batch: a group mean is not 0  # checked by covgym.testing.check_algorithm
     description = "Group-mean baseline, then batch-wide whitening (REINFORCE++-baseline)"
     source = "Hu et al. 2025 (REINFORCE++); verl compute_reinforce_plus_plus_baseline_outcome_advantage"
 

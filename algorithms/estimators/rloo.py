@@ -24,6 +24,7 @@ class RLOOEstimator(Estimator):
     """
 
     name = "rloo"
+    advantage_invariants = ("zero_mean_per_group", "shift_invariant")  # checked by covgym.testing.check_algorithm
     description = "Leave-one-out group baseline (no std normalisation)"
     source = "Ahmadian et al. 2024 (Back to Basics); verl compute_rloo_outcome_advantage"
     advantage_invariants = ("zero_mean_per_group", "shift_invariant")
