@@ -27,7 +27,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-SPEED_TARGET, MEMORY_TARGET = 1.5, 0.25
+SPEED_TARGET, MEMORY_TARGET = 2.0, 0.25  # issue 15: the tiny workload stays >= 2x
 SWEEPS = {"mechanism": ("bench_mechanism.json", "runs/bench-mechanism", ["--suite", "mechanism", "--jobs", "2"]),
           "mechanism-full": ("bench_mechanism_full.json", "runs/bench-mechanism-full",
                              ["--suite", "mechanism", "--full", "--jobs", "2"])}
@@ -199,7 +199,7 @@ def speed_section(data: dict[str, Any] | None) -> str:
         paired = m.get("speedup_rounds", [ratio])
         lines.append(f"**covgym/TRL throughput ratio: {ratio:.2f}×** (TRL step time / covgym step time; median over "
                      f"{len(paired)} interleaved rounds of this run, range {min(paired):.2f}–{max(paired):.2f}×). "
-                     f"Target ≥ {SPEED_TARGET}× (aim 2×): {verdict}.")
+                     f"Target ≥ {SPEED_TARGET}× on this tiny workload: {verdict}.")
         lines += ["", speed_profile_note(results)]
     profile = results.get("covgym-profile", {})
     if "torch_kernel_share" in profile:
