@@ -287,15 +287,3 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
              f"Law: R = −a·exp(H) + b and the best line R = c·H + d fitted on the same (windowed) training points; "
              f"forecast: fitted on the first half of the run, R² on the second half.")
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"
-
-
-def mean_curves(records_per_seed: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per step, the mean over seeds of every numeric metric (seeds lacking a metric at that step are left out)."""
-    sums: dict[int, dict[str, list[float]]] = {}
-    for records in records_per_seed:
-        for record in records:
-            bucket = sums.setdefault(record["step"], {})
-            for key, value in record.items():
-                if key != "step" and _finite(value):
-                    bucket.setdefault(key, []).append(float(value))
-    return [{"step": step, **{k: float(np.mean(v)) for k, v in sums[step].items()}} for step in sorted(sums)]

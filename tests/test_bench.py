@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from covgym import bench
 from covgym.bench import BenchEnv, BenchSpec, run_dir_for
-from covgym.bench_summary import SummaryOptions, aggregate, mean_curves, spread, summarize_run
+from covgym.bench_summary import SummaryOptions, aggregate, spread, summarize_run
 from covgym.config import ConfigError
 
 
@@ -96,13 +96,6 @@ def test_aggregate_groups_by_env_and_method_and_counts_failures():
     assert row["final_reward"]["std"] == pytest.approx(math.sqrt(((0.2 - 0.4) ** 2 + (0.6 - 0.4) ** 2) / 1))
     assert row["seeds"] == [0, 1] and row["failed"] == [2] and row["k"] == 4
     assert list(table["E"]) == ["m", "n"]
-
-
-def test_mean_curves_average_each_step_over_seeds():
-    curves = mean_curves([_records([1.0, 0.5], [0.0, 1.0]), _records([0.6, 0.3, 0.1], [0.2, 0.4, 0.8])])
-    assert [c["step"] for c in curves] == [1, 2, 3]
-    assert curves[0]["entropy_mean"] == pytest.approx(0.8) and curves[1]["reward_mean"] == pytest.approx(0.7)
-    assert curves[2]["entropy_mean"] == pytest.approx(0.1)  # only the seed that has step 3
 
 
 def _write_run(directory: Path, records: list[dict], wall_time: float | None = None) -> None:
