@@ -32,6 +32,8 @@ class ModelConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
     share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
+    pack_sequences: bool = option(True, "in scoring and updates, pack rows of uneven length side by side so that "
+                                        "padding is not computed (when the model is checked to honour it)")
     generation_backend: str = option("hf", "sampling engine: hf (transformers generate) or vllm (optional extra, "
                                            "GPU; weights pushed after every update)")
     vllm_gpu_memory: float = option(0.3, "share of GPU memory the vLLM engine may take (generation_backend vllm)")

@@ -124,3 +124,10 @@ def shared_prefix_hidden(trunk: TrunkFn, input_ids: Tensor, attention_mask: Tens
     hidden = torch.zeros(b, t, last_hidden.shape[-1], dtype=hidden_c.dtype, device=input_ids.device)
     hidden = hidden.index_put((rows, starts[:, 0] - 1), last_hidden.to(hidden_c.dtype))
     return hidden.index_put((rows[:, None].expand(b, width)[keep], columns[keep]), hidden_c[keep])
+
+
+def shared_positions(groups: PrefixGroups, attention_mask: Tensor, prompt_lengths: Tensor) -> int:
+    """Positions ``shared_prefix_hidden`` computes: the distinct prompts, padded to the longest, then every row's
+    continuation, padded to the longest (what to weigh against another layout's positions)."""
+    continuation = int((attention_mask.long().sum(-1) - prompt_lengths.to(attention_mask.device).long()).max())
+    return len(groups.prefixes) * max(len(p) for p in groups.prefixes) + attention_mask.shape[0] * max(continuation, 1)

@@ -71,10 +71,16 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
     stop_strings = tuple(getattr(envs[0].unwrapped, "stop_strings", ()) or ())
     episodes: list[Episode] = []
     started = time.perf_counter()
+    encoded: dict[str, list[int]] = {}  # a group's envs show the same prompt: tokenise it once
     for env, env_seed in zip(envs, env_seeds):
         settle(env)
         observation, info = env.reset(seed=int(env_seed))
-        episodes.append(Episode(prompt_ids=policy.encode_prompt(observation), info=dict(info)))
+        if not isinstance(observation, str):
+            prompt_ids = policy.encode_prompt(observation)
+        else:
+            prompt_ids = list(encoded.setdefault(observation, policy.encode_prompt(observation))
+                              if observation not in encoded else encoded[observation])
+        episodes.append(Episode(prompt_ids=prompt_ids, info=dict(info)))
     stats.time_env_s += time.perf_counter() - started
     grading_left = grading_deadline_s or None
 

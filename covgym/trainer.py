@@ -167,14 +167,15 @@ class Trainer:
                                              temperature=self.config.rollout.temperature, use_chat_template=chat,
                                              gradient_checkpointing=m.gradient_checkpointing,
                                              show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
-                                             share_prompts=m.share_prompts)
+                                             share_prompts=m.share_prompts, pack_sequences=m.pack_sequences)
         self.reference: Policy | None = None
         needs = self.algorithm.needs  # declared by the algorithm's parts; the trainer never probes for methods
         if "reference_model" in needs:
             self.reference = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                                     temperature=self.config.rollout.temperature,
                                                     use_chat_template=chat, show_progress=False,
-                                                    autocast_bf16=m.autocast_bf16, share_prompts=m.share_prompts)
+                                                    autocast_bf16=m.autocast_bf16, share_prompts=m.share_prompts,
+                                                    pack_sequences=m.pack_sequences)
             self.reference.model.requires_grad_(False)
         self.critic = None
         self.critic_optimizer: torch.optim.Optimizer | None = None

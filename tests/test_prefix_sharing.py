@@ -12,6 +12,13 @@ from covgym.prefix_sharing import group_prefixes, left_pad
 from covgym.rollout import Episode, pack_episodes
 
 
+@pytest.fixture(autouse=True)
+def share_whenever_it_saves_a_position(monkeypatch):
+    """These tests check the shared path itself: take it whenever it computes fewer positions, however few (by
+    default it must save a third of them to pay for its second pass)."""
+    monkeypatch.setattr("covgym.policy.SHARING_PAYS", 1.0)
+
+
 @pytest.fixture(scope="module")
 def shared_policy(random_model_dir):
     """Read-only across hypothesis examples (each example sets ``share_prompts`` itself)."""
