@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from covgym.attention import grouped_heads_without_copies
 from covgym.dropout import disable_dropout
 from covgym.head_stats import head_token_stats
 from covgym.metrics import log_probs_and_entropy
@@ -171,11 +172,15 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the trunk when enabled (mixed precision: parameters keep their dtype)."""
-        if not self.autocast_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        """The context of every trunk pass: bf16 autocast when enabled (mixed precision: parameters keep their
+        dtype), and grouped-query attention without per-head key/value copies on CPU (``covgym.attention``)."""
+        device = self.device
+        with grouped_heads_without_copies(device), (
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16) if self.autocast_bf16
+                else contextlib.nullcontext()):
+            yield
 
     # ------------------------------------------------------------------ text <-> tokens
     def encode_prompt(self, text: str) -> list[int]:

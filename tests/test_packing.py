@@ -165,3 +165,56 @@ def test_other_architectures_pack_exactly_or_are_refused(kind, random_model_dir)
     assert policy._packing_exact is (kind == "gemma2_sliding_window")
     for a, b in zip(padded, packed):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_grouped_heads_run_without_key_value_copies_only_inside_covgym_passes(packing_policy, monkeypatch):
+    """``covgym.attention``: the switch is on during a CPU trunk pass and gone afterwards; a user's own wins."""
+    import os
+
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from covgym.attention import grouped_heads_without_copies
+
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    with grouped_heads_without_copies(torch.device("cpu")):
+        assert sdpa.use_gqa_in_sdpa(torch.ones(1, 1, 2, 2, dtype=torch.bool), torch.zeros(1, 1, 2, 8),
+                                    torch.zeros(1, 1, 2, 8))
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    with grouped_heads_without_copies(torch.device("cuda")):
+        assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "0")
+    with grouped_heads_without_copies(torch.device("cpu")):
+        assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "0"
+    assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "0"
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_grouped_query_attention_scores_and_gradients_equal_the_full_logits_reference(layout, random_model_dir):
+    """A Llama with 2 key/value heads for 4 query heads (SmolLM2's kind): covgym's passes run grouped heads without
+    copies, the reference is the plain HF forward (which repeats them)."""
+    import transformers
+
+    tokenizer = Policy.from_pretrained(str(random_model_dir), show_progress=False).tokenizer
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    policy = Policy(transformers.LlamaForCausalLM(config).train(), tokenizer, share_prompts=False,
+                    pack_sequences=layout == "packed", chunk_size=5)
+    lengths = [11, 4, 6, 3]
+    ids = torch.randint(4, len(tokenizer), (4, 11))
+    mask = (torch.arange(11)[None, :] < torch.tensor(lengths)[:, None]).long()
+    weights = torch.randn(ids.shape) * mask
+    lp, ent = policy.score(ids, mask, positions=mask)
+    ((lp * weights).sum() + 0.3 * (ent * weights).sum()).backward()
+    grads = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    ref_lp, ref_ent = reference_scores(policy, ids, mask)
+    ((ref_lp * weights).sum() + 0.3 * (ref_ent * weights).sum()).backward()
+    scored = mask.bool().clone()
+    scored[:, 0] = False
+    assert policy._packing_exact is (True if layout == "packed" else None)
+    torch.testing.assert_close(lp.detach()[scored], ref_lp.detach()[scored], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(ent.detach()[scored], ref_ent.detach()[scored], atol=2e-5, rtol=1e-5)
+    for got, want in zip(grads, [p.grad for p in policy.model.parameters()]):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
