@@ -16,10 +16,11 @@ The variants run interleaved ``--rounds`` times and the median round of each is 
 load changes hit every variant alike).
 
 Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work), ``covgym+dynamics`` (covgym's default),
-``covgym-unshared`` (no shared prompt KV cache), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row,
-not in the like-for-like ratio), ``trl``, ``trl-bf16`` (``GRPOConfig(bf16=True)``, the counterpart of
-``covgym-bf16``), ``covgym-profile`` (cProfile; no table row). ``--device cuda`` runs the same on a GPU
-(``benchmarks/gpu_check.sh``).
+``covgym-unshared`` (no shared prompt KV cache), ``covgym-unpacked`` (no packed rows: padding computed, as TRL
+does), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row, not in the like-for-like ratio), ``trl``,
+``trl-bf16`` (``GRPOConfig(bf16=True)``, the counterpart of ``covgym-bf16``), ``covgym-profile`` (cProfile; no
+table row). The profile, bf16 and unpacked variants run in the first round only. ``--device cuda`` runs the same
+on a GPU (``benchmarks/gpu_check.sh``).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
 pass and advantages), update (the optimizer steps). Peak memory is the worker's kernel high-water mark
@@ -55,7 +56,9 @@ from typing import Any
 
 SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-bf16", "trl", "trl-bf16", "covgym-profile")
+VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-unpacked", "covgym-bf16", "trl", "trl-bf16",
+            "covgym-profile")
+FIRST_ROUND_ONLY = {"covgym-profile", "covgym-bf16", "covgym-unpacked"}  # context rows, not the like-for-like ratio
 DEVICE = "cpu"  # --device; cuda runs (benchmarks/gpu_check.sh) also report torch.cuda.max_memory_allocated
 
 
@@ -83,8 +86,10 @@ class Workload:
 WORKLOADS = {w.name: w for w in (
     Workload("tiny", "tiny", 16, 8, 8, 1e-4, 20, 2, ("covgym", "covgym+dynamics", "covgym-unshared", "trl",
                                                      "covgym-profile")),
-    Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16")),
-    Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16")),
+    Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16",
+                                                                           "covgym-unpacked")),
+    Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16",
+                                                                             "covgym-unpacked")),
 )}
 
 
@@ -124,7 +129,7 @@ def max_rss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+def matmul_flops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
     """Best-of-``repeats`` FLOP/s of one ``size``² matmul (2·n³ FLOPs) on ``DEVICE`` with torch's current threads."""
     import torch
 
@@ -184,7 +189,8 @@ def memory_breakdown(model: Any, optimizer: Any, runtime: int, logits: int) -> d
 
 # ----------------------------------------------------------------------------------------------- workers
 def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
-               share_prompts: bool = True, autocast_bf16: bool = False) -> dict[str, Any]:
+               share_prompts: bool = True, autocast_bf16: bool = False, pack_sequences: bool = True
+               ) -> dict[str, Any]:
     from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
@@ -213,7 +219,8 @@ def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dyna
         config = TrainConfig(algo="grpo", steps=warmup + steps, seed=SEED, run_dir=run_dir, eval_problems=0,
                              entropy_dynamics=dynamics, tensorboard=False, progress=False,
                              model=ModelConfig(model=model_dir, device=DEVICE, share_prompts=share_prompts,
-                                               chat_template="off", autocast_bf16=autocast_bf16),
+                                               chat_template="off", autocast_bf16=autocast_bf16,
+                                               pack_sequences=pack_sequences),
                              rollout=RolloutConfig(prompts_per_step=workload.prompts, group_size=workload.group,
                                                    max_new_tokens=workload.new_tokens),
                              optim=OptimConfig(lr=workload.lr, mini_batches=MINI_BATCHES))
@@ -342,7 +349,8 @@ def worker(variant: str, workload: Workload, model_dir: str, steps: int, warmup:
             result = profile_covgym(workload, model_dir, steps, warmup)
         else:
             result = run_covgym(workload, model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
-                                share_prompts=variant != "covgym-unshared", autocast_bf16=variant == "covgym-bf16")
+                                share_prompts=variant != "covgym-unshared", autocast_bf16=variant == "covgym-bf16",
+                                pack_sequences=variant != "covgym-unpacked")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
                   peak_rss_sampled_bytes=sampler.peak or None, device=DEVICE)
     if DEVICE.startswith("cuda"):
@@ -390,7 +398,8 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
                  info: dict[str, Any], command: str) -> dict[str, Any]:
     """Every variant of one workload, ``rounds`` times interleaved; the payload written to its JSON file."""
     model_dir = model_directory(workload)
-    info = dict(info, load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None)
+    info = dict(info, load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None,
+                matmul_flops=max(info["matmul_flops"], matmul_flops()))  # the machine's clock drifts: best seen
     results: dict[str, Any] = {}
     if "trl" in variants:
         try:
@@ -401,7 +410,7 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
     per_round: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for round_index in range(rounds):  # interleaved, so a load change on a shared machine hits every variant
         for variant in variants:
-            if variant == "covgym-profile" and round_index > 0:
+            if variant in FIRST_ROUND_ONLY and round_index > 0:
                 continue
             with tempfile.NamedTemporaryFile(suffix=".json") as handle:
                 worker_command = [sys.executable, __file__, "--worker", variant, "--worker-out", handle.name,
