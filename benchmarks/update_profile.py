@@ -1,0 +1,126 @@
+"""Where one policy-update mini-batch spends its time on SmolLM2-135M: FLOP/s against the matmul peak, and ops.
+
+One mini-batch of the speed workload's shape (8 rows, 14 prompt tokens + up to 253 response tokens), forward and
+backward of covgym's scoring (log-probs and entropies of the response tokens, their sum as the loss), in three
+layouts: ``padded`` (covgym with packing off), ``packed`` (covgym's default: padding not computed) and
+``hf-full-logits`` (the Hugging Face forward with ``[tokens, vocab]`` logits and a log-softmax, TRL's way). Two
+batches: ``full`` (every row at the full length: nothing to pack) and ``uneven`` (a spread of lengths, as sampling
+gives). For each: seconds (best of ``--repeats`` after a warm-up), useful FLOP/s = 6 · parameters · real tokens /
+time and computed FLOP/s = 6 · parameters · positions run / time, both against the best float32 2048² matmul
+here, and the share of profiled CPU time in matmuls (``aten::mm``/``addmm``/``bmm``), attention (SDPA kernels) and
+the rest (norms, activations, elementwise, indexing).
+
+Usage::
+
+    python benchmarks/update_profile.py [--repeats 2] [--out benchmarks/results/update_profile.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+LENGTHS = {"full": [267] * 8, "uneven": [267, 267, 100, 60, 267, 150, 120, 40]}
+PROMPT = 14
+MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * size**3 / best
+
+
+def _seconds(work: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def op_shares(work: Callable[[], None]) -> dict[str, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        work()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
+    attention = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
+    return {"matmul": matmul / total, "attention": attention / total, "other": 1 - (matmul + attention) / total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/update_profile.json")
+    args = parser.parse_args(argv)
+    from covgym.packing import pack
+    from covgym.policy import Policy
+
+    load = os.getloadavg()
+    policy = Policy.from_pretrained("smollm2-135m-instruct", use_chat_template=False, show_progress=False)
+    model = policy.model.train()
+    parameters = sum(p.numel() for p in model.parameters())
+    peak = matmul_peak()
+    rows: list[dict[str, Any]] = []
+    generator = torch.Generator().manual_seed(0)
+    for batch, lengths in LENGTHS.items():
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), policy.pad_token_id)
+        mask = torch.zeros(len(lengths), width, dtype=torch.long)
+        for r, n in enumerate(lengths):
+            ids[r, :n] = torch.randint(5, model.config.vocab_size, (n,), generator=generator)
+            mask[r, :n] = 1
+        response = mask.clone()
+        response[:, :PROMPT] = 0
+        real = int(mask.sum())
+        layout = pack(ids, mask, policy.pad_token_id)
+
+        def covgym_step(packed: bool) -> None:
+            policy.share_prompts, policy.pack_sequences = False, packed
+            log_probs, entropies = policy.score(ids, mask, positions=response)
+            ((log_probs + entropies) * response).sum().backward()
+            model.zero_grad(set_to_none=True)
+
+        def full_logits_step() -> None:
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            log_p = torch.log_softmax(logits, -1)
+            token = log_p.gather(-1, ids[:, 1:, None])[..., 0]
+            entropy = -(log_p.exp() * log_p).sum(-1)
+            ((token + entropy) * response[:, 1:]).sum().backward()
+            model.zero_grad(set_to_none=True)
+
+        variants = {"padded": (lambda: covgym_step(False), ids.numel()),
+                    "packed": (lambda: covgym_step(True), layout.positions if layout is not None else ids.numel()),
+                    "hf-full-logits": (full_logits_step, ids.numel())}
+        for name, (work, positions) in variants.items():
+            work()  # warm-up (and covgym's one-off packing check)
+            seconds = min(_seconds(work) for _ in range(args.repeats))
+            row = {"batch": batch, "layout": name, "seconds": seconds, "real_tokens": real, "positions": positions,
+                   "useful_fraction_of_matmul": 6.0 * parameters * real / seconds / peak,
+                   "computed_fraction_of_matmul": 6.0 * parameters * positions / seconds / peak, **op_shares(work)}
+            rows.append(row)
+            print(f"{batch:7s} {name:15s} {seconds:6.2f} s  positions {positions:5d} (real {real})  useful "
+                  f"{100 * row['useful_fraction_of_matmul']:3.0f} %  computed {100 * row['computed_fraction_of_matmul']:3.0f} % "
+                  f"of matmul  | time in matmul {100 * row['matmul']:.0f} %, attention {100 * row['attention']:.0f} %, "
+                  f"other {100 * row['other']:.0f} %", flush=True)
+    payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": parameters, "matmul_flops": peak,
+               "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+               "load_average_at_start": load, "lengths": LENGTHS, "prompt_tokens": PROMPT, "rows": rows,
+               "command": "python benchmarks/update_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(payload, indent=2))
+    print(f"matmul peak {peak / 1e9:.0f} GFLOP/s; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
