@@ -77,6 +77,26 @@ def test_a_trunk_that_leaks_across_packed_rows_is_caught():
     assert packing_is_exact(honest, padded_trunk, 50, torch.device("cpu"), pad_token_id=0)
 
 
+def assert_scores_and_gradients_match_reference(policy: Policy, ids: torch.Tensor, mask: torch.Tensor,
+                                                weights: torch.Tensor) -> None:
+    """``policy.score`` (whatever layout it picks) against the full-logits reference: values and the gradients of
+    a weighted sum of log-probs and entropies."""
+    policy.model.zero_grad()
+    lp, ent = policy.score(ids, mask, positions=mask)
+    ((lp * weights).sum() + 0.3 * (ent * weights).sum()).backward()
+    grads = [p.grad.clone() for p in policy.model.parameters()]
+    policy.model.zero_grad()
+    ref_lp, ref_ent = reference_scores(policy, ids, mask)
+    ((ref_lp * weights).sum() + 0.3 * (ref_ent * weights).sum()).backward()
+    scored = mask.bool().clone()
+    scored[:, 0] = False
+    torch.testing.assert_close(lp.detach()[scored], ref_lp.detach()[scored], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(ent.detach()[scored], ref_ent.detach()[scored], atol=2e-5, rtol=1e-5)
+    for got, want in zip(grads, [p.grad for p in policy.model.parameters()]):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    policy.model.zero_grad()
+
+
 def _policy(random_model_dir) -> Policy:
     torch.manual_seed(0)
     return Policy.from_pretrained(str(random_model_dir), show_progress=False)
@@ -105,20 +125,7 @@ def test_packed_scores_and_gradients_equal_the_full_logits_reference(packing_pol
     ids = torch.where(mask > 0, ids, torch.full_like(ids, policy.pad_token_id))
     weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1)) * mask
 
-    policy.model.zero_grad()
-    lp, ent = policy.score(ids, mask, positions=mask)
-    ((lp * weights).sum() + 0.3 * (ent * weights).sum()).backward()
-    packed_grads = [p.grad.clone() for p in policy.model.parameters()]
-    policy.model.zero_grad()
-    ref_lp, ref_ent = reference_scores(policy, ids, mask)
-    ((ref_lp * weights).sum() + 0.3 * (ref_ent * weights).sum()).backward()
-    scored = mask.bool().clone()
-    scored[:, 0] = False
-    torch.testing.assert_close(lp.detach()[scored], ref_lp.detach()[scored], atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(ent.detach()[scored], ref_ent.detach()[scored], atol=2e-5, rtol=1e-5)
-    for got, want in zip(packed_grads, [p.grad for p in policy.model.parameters()]):
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
-    policy.model.zero_grad()
+    assert_scores_and_gradients_match_reference(policy, ids, mask, weights)
 
 
 def test_scoring_packs_uneven_rows_and_shares_repeated_long_prompts(packing_policy, monkeypatch):
@@ -205,16 +212,5 @@ def test_grouped_query_attention_scores_and_gradients_equal_the_full_logits_refe
     ids = torch.randint(4, len(tokenizer), (4, 11))
     mask = (torch.arange(11)[None, :] < torch.tensor(lengths)[:, None]).long()
     weights = torch.randn(ids.shape) * mask
-    lp, ent = policy.score(ids, mask, positions=mask)
-    ((lp * weights).sum() + 0.3 * (ent * weights).sum()).backward()
-    grads = [p.grad.clone() for p in policy.model.parameters()]
-    policy.model.zero_grad()
-    ref_lp, ref_ent = reference_scores(policy, ids, mask)
-    ((ref_lp * weights).sum() + 0.3 * (ref_ent * weights).sum()).backward()
-    scored = mask.bool().clone()
-    scored[:, 0] = False
+    assert_scores_and_gradients_match_reference(policy, ids, mask, weights)
     assert policy._packing_exact is (True if layout == "packed" else None)
-    torch.testing.assert_close(lp.detach()[scored], ref_lp.detach()[scored], atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(ent.detach()[scored], ref_ent.detach()[scored], atol=2e-5, rtol=1e-5)
-    for got, want in zip(grads, [p.grad for p in policy.model.parameters()]):
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
