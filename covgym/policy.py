@@ -173,7 +173,7 @@ class Policy:
         return next(self.model.parameters()).device
 
     @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
+    def _trunk_context(self) -> Iterator[None]:
         """The context of every trunk pass: bf16 autocast when enabled (mixed precision: parameters keep their
         dtype), and grouped-query attention without per-head key/value copies on CPU (``covgym.attention``)."""
         device = self.device
@@ -317,7 +317,7 @@ class Policy:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
         was_training = self.model.training
         self.model.eval()
-        with self._autocast():
+        with self._trunk_context():
             if groups is not None:
                 prefix_ids, prefix_mask, _, cache = prefill(self._trunk_with_cache, groups.prefixes, groups.index,
                                                             self.pad_token_id, self.device)
@@ -359,7 +359,7 @@ class Policy:
         ``cache`` holds earlier positions (then ``attention_mask`` covers them too); None starts a new one.
         """
         trunk = self._decoder()
-        with self._autocast():
+        with self._trunk_context():
             output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=True, **{cache_keyword(trunk): cache})
         hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
@@ -375,14 +375,14 @@ class Policy:
 
     def _trunk(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Final hidden states ``[B, T, H]`` of the transformer trunk (no output head, no cache)."""
-        with self._autocast():
+        with self._trunk_context():
             output = self._decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                      position_ids=positions_from_mask(attention_mask), use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def _packed_trunk(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """Hidden states ``[R, W, H]`` of packed rows: no 2-D mask, sequence boundaries read off ``position_ids``."""
-        with self._autocast():
+        with self._trunk_context():
             output = self._decoder()(input_ids=input_ids, attention_mask=None, position_ids=position_ids,
                                      use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
