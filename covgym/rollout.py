@@ -75,11 +75,12 @@ def run_episodes(policy: Policy, envs: Sequence[gym.Env], env_seeds: Sequence[in
     for env, env_seed in zip(envs, env_seeds):
         settle(env)
         observation, info = env.reset(seed=int(env_seed))
-        if not isinstance(observation, str):
-            prompt_ids = policy.encode_prompt(observation)
+        if isinstance(observation, str):
+            if observation not in encoded:
+                encoded[observation] = policy.encode_prompt(observation)
+            prompt_ids = list(encoded[observation])
         else:
-            prompt_ids = list(encoded.setdefault(observation, policy.encode_prompt(observation))
-                              if observation not in encoded else encoded[observation])
+            prompt_ids = policy.encode_prompt(observation)
         episodes.append(Episode(prompt_ids=prompt_ids, info=dict(info)))
     stats.time_env_s += time.perf_counter() - started
     grading_left = grading_deadline_s or None
