@@ -2,7 +2,7 @@
 
 A training mini-batch is padded to its longest row, so with responses of uneven length a good part of the forward
 and backward work (and of the activations kept for the backward pass) is spent on padding: in the SmolLM2
-speed workload at 256 new tokens, 22 % of the positions. Packing puts several rows side by side in one row of the
+speed workload at 256 new tokens, mini-batches held 1,087–2,040 real tokens in 2,136 positions. Packing puts several rows side by side in one row of the
 same width (first-fit decreasing), each with position ids that restart at 0, and passes no 2-D attention mask:
 ``transformers`` then reads the sequence boundaries off the position ids and masks attention block-diagonally
 (its "padding-free" format). Each token sees exactly the tokens it saw in the padded batch, at the same positions,
