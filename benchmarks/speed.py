@@ -17,9 +17,13 @@ load changes hit every variant alike).
 
 Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work), ``covgym+dynamics`` (covgym's default),
 ``covgym-unshared`` (no shared prompt KV cache), ``covgym-unpacked`` (no packed rows: padding computed, as TRL
-does), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row, not in the like-for-like ratio), ``trl``,
-``trl-bf16`` (``GRPOConfig(bf16=True)``, the counterpart of ``covgym-bf16``), ``covgym-profile`` (cProfile; no
-table row). The profile, bf16 and unpacked variants run in the first round only. ``--device cuda`` runs the same
+does), ``covgym-checkpointed`` (``--gradient-checkpointing true``: every decoder layer recomputed in backward, the
+memory strategy of TRL's GRPO default), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row, not in a
+like-for-like ratio), ``trl`` (``GRPOTrainer`` with its defaults, so ``gradient_checkpointing=True``),
+``trl-unchecked`` (``gradient_checkpointing=False``, the counterpart of ``covgym``), ``trl-bf16``
+(``GRPOConfig(bf16=True)``, the counterpart of ``covgym-bf16``), ``covgym-profile`` (cProfile; no table row). The
+profile, bf16, unpacked and trl-unchecked variants run in the first round only; ``covgym`` and
+``covgym-checkpointed`` are each paired with ``trl`` round by round for the ratios. ``--device cuda`` runs the same
 on a GPU (``benchmarks/gpu_check.sh``).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
@@ -56,9 +60,10 @@ from typing import Any
 
 SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
-VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-unpacked", "covgym-bf16", "trl", "trl-bf16",
-            "covgym-profile")
-FIRST_ROUND_ONLY = {"covgym-profile", "covgym-bf16", "covgym-unpacked"}  # context rows, not the like-for-like ratio
+VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-unpacked", "covgym-checkpointed", "covgym-bf16",
+            "trl", "trl-unchecked", "trl-bf16", "covgym-profile")
+# context rows, not the like-for-like ratios (those pair covgym and covgym-checkpointed with trl, round by round)
+FIRST_ROUND_ONLY = {"covgym-profile", "covgym-bf16", "covgym-unpacked", "trl-unchecked"}
 DEVICE = "cpu"  # --device; cuda runs (benchmarks/gpu_check.sh) also report torch.cuda.max_memory_allocated
 
 
@@ -86,10 +91,10 @@ class Workload:
 WORKLOADS = {w.name: w for w in (
     Workload("tiny", "tiny", 16, 8, 8, 1e-4, 20, 2, ("covgym", "covgym+dynamics", "covgym-unshared", "trl",
                                                      "covgym-profile")),
-    Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16",
-                                                                           "covgym-unpacked")),
-    Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, ("covgym", "trl", "covgym-bf16",
-                                                                             "covgym-unpacked")),
+    Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, (
+        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "covgym-unpacked", "trl-unchecked")),
+    Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, (
+        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "covgym-unpacked", "trl-unchecked")),
 )}
 
 
@@ -124,9 +129,22 @@ class PeakRSS:
 
 
 def max_rss_bytes() -> int:
-    """The kernel's peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """The kernel's peak resident set size of this process (Linux reports KiB, macOS bytes).
+
+    On Linux a child starts with its parent's high-water mark (kept across ``execve``): a worker's value is at
+    least the parent's (~370 MiB here), which is below every worker's own peak.
+    """
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value if sys.platform == "darwin" else value * 1024
+
+
+def current_rss_bytes() -> int:
+    """This process's resident set size now (psutil), else its high-water mark."""
+    try:
+        import psutil
+    except ImportError:
+        return max_rss_bytes()
+    return int(psutil.Process().memory_info().rss)
 
 
 def matmul_flops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
@@ -189,12 +207,12 @@ def memory_breakdown(model: Any, optimizer: Any, runtime: int, logits: int) -> d
 
 # ----------------------------------------------------------------------------------------------- workers
 def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
-               share_prompts: bool = True, autocast_bf16: bool = False, pack_sequences: bool = True
-               ) -> dict[str, Any]:
+               share_prompts: bool = True, autocast_bf16: bool = False, pack_sequences: bool = True,
+               gradient_checkpointing: bool = False) -> dict[str, Any]:
     from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
     from covgym.trainer import Trainer
 
-    runtime = max_rss_bytes()
+    runtime = current_rss_bytes()  # not ru_maxrss: that starts at the parent's mark
     ends: list[float] = []
     records: list[dict[str, Any]] = []
 
@@ -220,7 +238,8 @@ def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dyna
                              entropy_dynamics=dynamics, tensorboard=False, progress=False,
                              model=ModelConfig(model=model_dir, device=DEVICE, share_prompts=share_prompts,
                                                chat_template="off", autocast_bf16=autocast_bf16,
-                                               pack_sequences=pack_sequences),
+                                               pack_sequences=pack_sequences,
+                                               gradient_checkpointing=gradient_checkpointing),
                              rollout=RolloutConfig(prompts_per_step=workload.prompts, group_size=workload.group,
                                                    max_new_tokens=workload.new_tokens),
                              optim=OptimConfig(lr=workload.lr, mini_batches=MINI_BATCHES))
@@ -242,7 +261,8 @@ def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dyna
             "memory_bytes": memory}
 
 
-def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int, bf16: bool = False) -> dict[str, Any]:
+def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int, bf16: bool = False,
+            gradient_checkpointing: bool = True) -> dict[str, Any]:
     import gymnasium as gym
     import torch
     from datasets import Dataset
@@ -251,7 +271,7 @@ def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int, bf16: b
 
     import covgym.envs  # noqa: F401
 
-    runtime = max_rss_bytes()
+    runtime = current_rss_bytes()  # not ru_maxrss: that starts at the parent's mark
     rows = [{"prompt": prompt, "env_seed": seed} for step in range(1, warmup + steps + 1)
             for prompt, seed in step_prompts(workload, step)]  # plain strings: TRL applies no chat template
     grader = gym.make(ENV_ID, split="train")
@@ -296,7 +316,8 @@ def run_trl(workload: Workload, model_dir: str, steps: int, warmup: int, bf16: b
                           num_generations=workload.group, max_completion_length=workload.new_tokens, temperature=1.0,
                           top_p=1.0, top_k=0, beta=0.0, loss_type="dapo", scale_rewards="group",
                           shuffle_dataset=False, max_steps=(warmup + steps) * MINI_BATCHES, seed=SEED,
-                          disable_tqdm=True, dataloader_num_workers=0, bf16=bf16, fp16=False)  # bf16: autocast
+                          disable_tqdm=True, dataloader_num_workers=0, bf16=bf16, fp16=False,  # bf16: autocast
+                          gradient_checkpointing=gradient_checkpointing)  # True: TRL's GRPO default
         # float32 explicitly: transformers 5 loads a directory's stored dtype by default (bfloat16 for SmolLM2's)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
@@ -343,14 +364,16 @@ def worker(variant: str, workload: Workload, model_dir: str, steps: int, warmup:
     import torch
 
     with PeakRSS() as sampler:
-        if variant in ("trl", "trl-bf16"):
-            result = run_trl(workload, model_dir, steps, warmup, bf16=variant == "trl-bf16")
+        if variant.startswith("trl"):
+            result = run_trl(workload, model_dir, steps, warmup, bf16=variant == "trl-bf16",
+                             gradient_checkpointing=variant != "trl-unchecked")
         elif variant == "covgym-profile":
             result = profile_covgym(workload, model_dir, steps, warmup)
         else:
             result = run_covgym(workload, model_dir, steps, warmup, dynamics=variant == "covgym+dynamics",
                                 share_prompts=variant != "covgym-unshared", autocast_bf16=variant == "covgym-bf16",
-                                pack_sequences=variant != "covgym-unpacked")
+                                pack_sequences=variant != "covgym-unpacked",
+                                gradient_checkpointing=variant == "covgym-checkpointed")
     result.update(variant=variant, threads=torch.get_num_threads(), peak_rss_bytes=max_rss_bytes(),
                   peak_rss_sampled_bytes=sampler.peak or None, device=DEVICE)
     if DEVICE.startswith("cuda"):
@@ -392,6 +415,20 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def paired_ratios(per_round: dict[str, list[dict[str, Any]]], variant: str) -> dict[str, Any]:
+    """``variant`` against ``trl`` round by round (the two ran back to back): step-time and generated-tokens/s
+    ratios per round and their medians; empty when either side has no timed round."""
+    pairs = [(c, t) for c, t in zip(per_round.get(variant, []), per_round.get("trl", []))
+             if "step_s" in c and "step_s" in t]
+    if not pairs:
+        return {}
+    speedup = [t["step_s"] / c["step_s"] for c, t in pairs]
+    generated = [(c["completion_tokens_per_step"] / c["step_s"]) / (t["completion_tokens_per_step"] / t["step_s"])
+                 for c, t in pairs]  # the sampled lengths differ a little between the two
+    return {"speedup_rounds": speedup, "speedup_covgym_over_trl": _median(speedup),
+            "generated_tokens_per_s_ratio_rounds": generated, "generated_tokens_per_s_ratio": _median(generated)}
 
 
 def run_workload(workload: Workload, variants: list[str], steps: int, warmup: int, rounds: int,
@@ -438,17 +475,8 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
             result["update_flops"] = 6.0 * result["parameters"] * result["tokens_per_step"] / result["phases_s"][
                 "update"]
             result["update_flops_fraction_of_matmul"] = result["update_flops"] / info["matmul_flops"]
-    paired = [t["step_s"] / c["step_s"] for c, t in zip(per_round.get("covgym", []), per_round.get("trl", []))
-              if "step_s" in c and "step_s" in t]
-    if paired:  # TRL's step time over covgym's, round by round (the two ran back to back)
-        info["speedup_rounds"] = paired
-        info["speedup_covgym_over_trl"] = _median(paired)
-    generated = [(c["completion_tokens_per_step"] / c["step_s"]) / (t["completion_tokens_per_step"] / t["step_s"])
-                 for c, t in zip(per_round.get("covgym", []), per_round.get("trl", []))
-                 if "step_s" in c and "step_s" in t]
-    if generated:  # covgym's generated tokens per second over TRL's (the lengths differ a little by sampling)
-        info["generated_tokens_per_s_ratio_rounds"] = generated
-        info["generated_tokens_per_s_ratio"] = _median(generated)
+    info.update(paired_ratios(per_round, "covgym"))
+    info.update({f"checkpointed_{key}": value for key, value in paired_ratios(per_round, "covgym-checkpointed").items()})
     return {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
             "setup": {"workload": workload.name, "model": workload.model, "model_dir": model_dir,
                       "description": workload.description, "env": ENV_ID, "prompts_per_step": workload.prompts,
@@ -476,11 +504,15 @@ def render(payload: dict[str, Any]) -> str:
         lines.append(f"| {variant} | {r['step_s']:.2f} | {p['generate']:.2f} | {p['env']:.2f} | {p['score']:.2f} | "
                      f"{p['update']:.2f} | {r['generated_tokens_per_s']:,.0f} | {r['peak_rss_bytes'] / mib:,.0f} "
                      f"({split}) | {r['update_flops'] / 1e9:.1f} | {100 * r['update_flops_fraction_of_matmul']:.0f} % |")
-    if "speedup_covgym_over_trl" in m:
-        lines += ["", f"covgym/TRL: step {m['speedup_covgym_over_trl']:.2f}×, generated tokens/s "
-                      f"{m['generated_tokens_per_s_ratio']:.2f}× (median over {len(m['speedup_rounds'])} rounds; "
-                      f"`covgym-bf16` is not part of the like-for-like ratio). Matmul: "
-                      f"{m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
+    for label, prefix in (("covgym", ""), ("covgym-checkpointed", "checkpointed_")):
+        if f"{prefix}speedup_covgym_over_trl" in m:
+            lines += ["", f"{label}/TRL: step {m[prefix + 'speedup_covgym_over_trl']:.2f}×, generated tokens/s "
+                          f"{m[prefix + 'generated_tokens_per_s_ratio']:.2f}× (median over "
+                          f"{len(m[prefix + 'speedup_rounds'])} rounds, paired with `trl` round by round)."]
+    if "matmul_flops" in m:
+        lines += ["", "TRL runs with its GRPO default `gradient_checkpointing=True` (`trl-unchecked`: off); "
+                      "`covgym-checkpointed` is covgym with the same memory strategy. `covgym-bf16` is not part of "
+                      f"a like-for-like ratio. Matmul: {m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
     return "\n".join(lines) + "\n"
 
 

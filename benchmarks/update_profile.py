@@ -10,6 +10,11 @@ time and computed FLOP/s = 6 · parameters · positions run / time, both against
 here, and the share of profiled CPU time in matmuls (``aten::mm``/``addmm``/``bmm``), attention (SDPA kernels) and
 the rest (norms, activations, elementwise, indexing).
 
+Then activation checkpointing on the ``full`` batch, packed layout, each setting in a fresh process: none, every 2nd
+decoder layer, every layer (``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is
+every layer): seconds (best of ``--repeats``) and the peak RSS the first forward + backward adds over the loaded
+model (``ru_maxrss``; gradients included, 513 MiB).
+
 Usage::
 
     python benchmarks/update_profile.py [--repeats 2] [--out benchmarks/results/update_profile.json]
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,15 +63,71 @@ def op_shares(work: Callable[[], None]) -> dict[str, float]:
     return {"matmul": matmul / total, "attention": attention / total, "other": 1 - (matmul + attention) / total}
 
 
+def batch_of(policy: Any, lengths: list[int], generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, response positions)``: random tokens, right-padded rows of ``lengths``."""
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), policy.pad_token_id)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = torch.randint(5, policy.model.config.vocab_size, (n,), generator=generator)
+        mask[r, :n] = 1
+    response = mask.clone()
+    response[:, :PROMPT] = 0
+    return ids, mask, response
+
+
+def checkpointing_worker(every: int, repeats: int) -> dict[str, Any]:
+    """One checkpointing setting (0: none) in this fresh process: seconds and the peak RSS a step adds."""
+    import resource
+
+    from covgym.policy import Policy
+
+    policy = Policy.from_pretrained("smollm2-135m-instruct", use_chat_template=False, show_progress=False,
+                                    gradient_checkpointing=every > 0, checkpoint_every_n_layers=max(every, 1))
+    policy.share_prompts = False
+    model = policy.model.train()
+    ids, mask, response = batch_of(policy, LENGTHS["full"], torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        log_probs, entropies = policy.score(ids, mask, positions=response)
+        ((log_probs + entropies) * response).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    added = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux: KiB
+    return {"every_n_layers": every, "seconds": min(_seconds(step) for _ in range(repeats)), "added_peak_bytes": added}
+
+
+def checkpointing_rows(repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for every in (0, 2, 1):
+        completed = subprocess.run([sys.executable, __file__, "--checkpoint-worker", str(every), "--repeats",
+                                    str(repeats)], capture_output=True, text=True, check=True)
+        row = json.loads(completed.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        label = {0: "none", 2: "every 2nd layer", 1: "every layer"}[every]
+        print(f"checkpointing {label:12s} {row['seconds']:6.2f} s  peak RSS added {row['added_peak_bytes'] / 2**20:,.0f} "
+              f"MiB", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/update_profile.json")
+    parser.add_argument("--checkpoint-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.checkpoint_worker is not None:
+        print(json.dumps(checkpointing_worker(args.checkpoint_worker, args.repeats)))
+        return 0
     from covgym.packing import pack
     from covgym.policy import Policy
 
     load = os.getloadavg()
+    # first, while this process is small: a child's ru_maxrss starts at its parent's high-water mark (Linux)
+    checkpointing = checkpointing_rows(args.repeats)
     policy = Policy.from_pretrained("smollm2-135m-instruct", use_chat_template=False, show_progress=False)
     model = policy.model.train()
     parameters = sum(p.numel() for p in model.parameters())
@@ -73,14 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     generator = torch.Generator().manual_seed(0)
     for batch, lengths in LENGTHS.items():
-        width = max(lengths)
-        ids = torch.full((len(lengths), width), policy.pad_token_id)
-        mask = torch.zeros(len(lengths), width, dtype=torch.long)
-        for r, n in enumerate(lengths):
-            ids[r, :n] = torch.randint(5, model.config.vocab_size, (n,), generator=generator)
-            mask[r, :n] = 1
-        response = mask.clone()
-        response[:, :PROMPT] = 0
+        ids, mask, response = batch_of(policy, lengths, generator)
         real = int(mask.sum())
         layout = pack(ids, mask, policy.pad_token_id)
 
@@ -115,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": parameters, "matmul_flops": peak,
                "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": load, "lengths": LENGTHS, "prompt_tokens": PROMPT, "rows": rows,
+               "checkpointing": checkpointing,
                "command": "python benchmarks/update_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2))

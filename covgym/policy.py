@@ -50,6 +50,19 @@ class ModelLoadError(ValueError):
     """A model could not be found or loaded; the message says what to do."""
 
 
+def enable_activation_checkpointing(model: Any, every_n_layers: int = 1) -> None:
+    """Turn on ``transformers``' activation checkpointing, non-reentrant, on every ``every_n_layers``-th layer."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers)
+    elif every_n_layers == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ModelLoadError("checkpoint_every_n_layers > 1 needs transformers >= 5 (activation_checkpointing_enable"
+                             "'s every_n_layers); use 1 or upgrade transformers")
+    model.config.use_cache = False
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How responses are sampled. Scoring uses the same temperature."""
@@ -139,8 +152,13 @@ class Policy:
                         temperature: float = 1.0, use_chat_template: bool | None = None,
                         gradient_checkpointing: bool = False, show_progress: bool = True,
                         autocast_bf16: bool = False, share_prompts: bool = True,
-                        pack_sequences: bool = True) -> "Policy":
-        """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``)."""
+                        pack_sequences: bool = True, checkpoint_every_n_layers: int = 1) -> "Policy":
+        """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``).
+
+        ``gradient_checkpointing`` recomputes each decoder layer's forward in the backward pass (non-reentrant
+        ``torch.utils.checkpoint``) instead of keeping its activations; ``checkpoint_every_n_layers`` > 1 does so
+        for every n-th layer only.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = resolve_model(name_or_path, show_progress=show_progress)
@@ -158,9 +176,7 @@ class Policy:
         model.to(device)
         model.eval()
         if gradient_checkpointing:
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            enable()  # the first name is transformers >= 5.x's, the second older releases'
-            model.config.use_cache = False
+            enable_activation_checkpointing(model, checkpoint_every_n_layers)
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         policy = cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,

@@ -166,6 +166,7 @@ class Trainer:
         self.policy = Policy.from_pretrained(m.model, device=self.device, dtype=m.dtype,
                                              temperature=self.config.rollout.temperature, use_chat_template=chat,
                                              gradient_checkpointing=m.gradient_checkpointing,
+                                             checkpoint_every_n_layers=m.checkpoint_every_n_layers,
                                              show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
                                              share_prompts=m.share_prompts, pack_sequences=m.pack_sequences)
         self.reference: Policy | None = None
