@@ -89,12 +89,12 @@ class Workload:
 
 
 WORKLOADS = {w.name: w for w in (
-    Workload("tiny", "tiny", 16, 8, 8, 1e-4, 20, 2, ("covgym", "covgym+dynamics", "covgym-unshared", "trl",
-                                                     "covgym-profile")),
+    Workload("tiny", "tiny", 16, 8, 8, 1e-4, 20, 2, ("covgym", "covgym+dynamics", "covgym-unshared",
+                                                     "covgym-checkpointed", "trl", "trl-unchecked", "covgym-profile")),
     Workload("smollm2-96", "smollm2-135m-instruct", 8, 4, 96, 1e-6, 2, 1, (
-        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "covgym-unpacked", "trl-unchecked")),
+        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "trl-unchecked")),
     Workload("smollm2-256", "smollm2-135m-instruct", 8, 4, 256, 1e-6, 2, 1, (
-        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "covgym-unpacked", "trl-unchecked")),
+        "covgym", "covgym-checkpointed", "trl", "covgym-bf16", "trl-unchecked")),
 )}
 
 
