@@ -407,8 +407,24 @@ def update_profile_section(data: dict[str, Any] | None) -> str:
     if same:
         lines.append(f"Where nothing packs, `padded` and `packed` run the same code: their gap "
                      f"({same[0][0]:.2f} vs {same[0][1]:.2f} s) is this machine's run-to-run noise.")
-    lines.append("")
+    lines += [""] + checkpointing_lines(data.get("checkpointing") or [])
     return "\n".join(lines) + "\n"
+
+
+def checkpointing_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The activation-checkpointing rows of ``update_profile.json`` (full-length batch, packed, fresh processes)."""
+    if not rows:
+        return []
+    label = {0: "none (covgym's default)", 1: "every layer (TRL's GRPO default)"}
+    base = next((r for r in rows if r["every_n_layers"] == 0), rows[0])
+    lines = ["Activation checkpointing on the full-length batch (each setting in a fresh process; peak RSS one forward "
+             "+ backward adds over the loaded model, gradients' 513 MiB included):", "",
+             "| checkpointed layers | s | × none | peak RSS added (MiB) |", "|---|---|---|---|"]
+    for r in rows:
+        every = r["every_n_layers"]
+        lines.append(f"| {label.get(every, f'1 in {every}')} | "
+                     f"{r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {_mib(r['added_peak_bytes'])} |")
+    return lines + [""]
 
 
 def render() -> str:
