@@ -6,7 +6,10 @@ copies for the backward pass. For SmolLM2-135M (9 query heads, 3 key/value heads
 forward then held 3.6 GB of activations against 2.9 GB without the copies, at the same speed: torch's CPU flash
 kernel takes grouped heads and a mask together. ``transformers`` reads ``TRANSFORMERS_SDPA_FORCE_GQA`` at every
 attention call to skip the copies; covgym sets it around its own forward passes on CPU only (on CUDA a mask with
-grouped heads would leave the fast kernels). Where a release no longer reads it, this does nothing.
+grouped heads would leave the fast kernels), and not under activation checkpointing: the backward pass recomputes
+checkpointed layers outside the block, and the recompute must see the shapes the forward saw (it then copies, as
+the forward did; checkpointing keeps no per-layer activations anyway). Where a release no longer reads the
+variable, this does nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ _VARIABLE = "TRANSFORMERS_SDPA_FORCE_GQA"
 
 
 @contextlib.contextmanager
-def grouped_heads_without_copies(device: torch.device) -> Iterator[None]:
+def grouped_heads_without_copies(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """Within the block, SDPA attention on ``device`` (CPU only) runs grouped heads without repeating them."""
-    if device.type != "cpu" or os.environ.get(_VARIABLE) is not None:  # a user's own setting wins
+    if not enabled or device.type != "cpu" or os.environ.get(_VARIABLE) is not None:  # a user's setting wins
         yield
         return
     os.environ[_VARIABLE] = "1"

@@ -191,9 +191,10 @@ class Policy:
     @contextlib.contextmanager
     def _trunk_context(self) -> Iterator[None]:
         """The context of every trunk pass: bf16 autocast when enabled (mixed precision: parameters keep their
-        dtype), and grouped-query attention without per-head key/value copies on CPU (``covgym.attention``)."""
+        dtype), and grouped-query attention without per-head key/value copies on CPU (``covgym.attention``; not
+        under activation checkpointing, whose recompute in backward runs outside this context)."""
         device = self.device
-        with grouped_heads_without_copies(device), (
+        with grouped_heads_without_copies(device, enabled=not self._activation_checkpointing()), (
                 torch.autocast(device_type=device.type, dtype=torch.bfloat16) if self.autocast_bf16
                 else contextlib.nullcontext()):
             yield
