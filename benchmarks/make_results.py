@@ -169,7 +169,10 @@ def speed_section(data: dict[str, Any] | None) -> str:
              f"process. `covgym+dynamics` is covgym's default, which also measures the predicted vs actual entropy "
              f"change of each step (two extra forward passes); `covgym` turns that off to match TRL's work; "
              f"`covgym-unshared` also turns off the shared prompt KV cache (`--share-prompts false`), i.e. "
-             f"computes every repeated prompt again, as TRL does.", "",
+             f"computes every repeated prompt again, as TRL does. `trl` runs `GRPOTrainer` with its defaults, which "
+             f"include activation checkpointing (`gradient_checkpointing=True`); `covgym-checkpointed` "
+             f"(`--gradient-checkpointing true`) is covgym with the same memory strategy and `trl-unchecked` is TRL "
+             f"without it (first round only).", "",
              "The table shows each variant's median round.", "",
              "| variant | step (s) | generate | env | score | update | tokens/s | generated tokens/s | peak RSS (MiB) "
              "| update GFLOP/s | % of matmul | mean reward |",
@@ -201,6 +204,10 @@ def speed_section(data: dict[str, Any] | None) -> str:
         lines.append(f"**covgym/TRL throughput ratio: {ratio:.2f}×** (TRL step time / covgym step time; median over "
                      f"{len(paired)} interleaved rounds of this run, range {min(paired):.2f}–{max(paired):.2f}×). "
                      f"Target ≥ {SPEED_TARGET}× on this tiny workload: {verdict}.")
+        checkpointed = m.get("checkpointed_speedup_covgym_over_trl")
+        if checkpointed is not None:
+            lines.append(f"`covgym-checkpointed`/TRL (both checkpointing): {checkpointed:.2f}× (median over "
+                         f"{len(m['checkpointed_speedup_rounds'])} rounds).")
         lines += ["", speed_profile_note(results)]
     profile = results.get("covgym-profile", {})
     if "torch_kernel_share" in profile:
