@@ -431,7 +431,9 @@ def checkpointing_lines(rows: list[dict[str, Any]]) -> list[str]:
         every = r["every_n_layers"]
         lines.append(f"| {label.get(every, f'1 in {every}')} | "
                      f"{r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {_mib(r['added_peak_bytes'])} |")
-    return lines + [""]
+    return lines + ["", "Seconds are the best of a few runs of one batch; this machine's matmul throughput drifts "
+                        "over minutes, so for the cost over whole steps read the update phases of `covgym` and "
+                        "`covgym-checkpointed` in the real-model tables above.", ""]
 
 
 def render() -> str:
