@@ -30,7 +30,7 @@ class ModelConfig:
     dtype: str = option("float32", "parameter dtype: float32, bfloat16, float16")
     autocast_bf16: bool = option(False, "run forward passes under bf16 autocast (log-probs/losses stay float32)")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory (TRL's "
-                                                 "default; ~1.3x the update's time on CPU)")
+                                                 "default; 1.1-1.3x the update's time on CPU)")
     checkpoint_every_n_layers: int = option(1, "with gradient_checkpointing, recompute only every n-th decoder "
                                                "layer (1: all); the others keep their activations, trading "
                                                "memory back for speed")

@@ -192,9 +192,10 @@ class Policy:
     def _trunk_context(self) -> Iterator[None]:
         """The context of every trunk pass: bf16 autocast when enabled (mixed precision: parameters keep their
         dtype), and grouped-query attention without per-head key/value copies on CPU (``covgym.attention``; not
-        under activation checkpointing, whose recompute in backward runs outside this context)."""
+        in a checkpointed pass with gradients, whose recompute in backward runs outside this context)."""
         device = self.device
-        with grouped_heads_without_copies(device, enabled=not self._activation_checkpointing()), (
+        recomputed = torch.is_grad_enabled() and self._activation_checkpointing()
+        with grouped_heads_without_copies(device, enabled=not recomputed), (
                 torch.autocast(device_type=device.type, dtype=torch.bfloat16) if self.autocast_bf16
                 else contextlib.nullcontext()):
             yield
