@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.policy import Policy, SamplingParams
+from covgym.policy import Policy, SamplingParams, enable_activation_checkpointing
 from covgym.prefix_sharing import group_prefixes, left_pad
 from covgym.rollout import Episode, pack_episodes
 
@@ -122,7 +122,7 @@ def test_activation_checkpointing_turns_sharing_off_under_grad(random_policy):
     batch = _batch(random_policy, prompts, [[10, 11], [12], [13, 14]])
     assert random_policy._shared_prompts(batch.input_ids, batch.prompt_lengths) is not None
     model = random_policy.model
-    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    enable_activation_checkpointing(model)  # the way Policy.from_pretrained turns it on
     random_policy.model.train()
     try:
         with torch.enable_grad():
