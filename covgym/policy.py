@@ -504,14 +504,13 @@ class Policy:
         fused = (isinstance(head, torch.nn.Linear) and head.bias is None and not self.synced  # FSDP: module hooks
                  and not getattr(self.model.config, "final_logit_softcapping", None))
         log_probs, entropies = [], []
-        for start in range(0, targets.numel(), self.chunk_size):
+        if fused and targets.numel():  # a plain linear head: chunked inside, logits recomputed once in backward
+            lp, ent = head_token_stats(selected_hidden, head.weight, targets, self.temperature, self.chunk_size)
+            log_probs, entropies = [lp], [ent]
+        for start in range(0, 0 if fused else targets.numel(), self.chunk_size):
             h, tokens = selected_hidden[start:start + self.chunk_size], targets[start:start + self.chunk_size]
-            if fused:  # a plain linear head: logits recomputed once in backward, gradients formed in place
-                lp, ent = head_token_stats(h, head.weight, tokens, self.temperature)
-            elif torch.is_grad_enabled():
-                lp, ent = checkpoint(chunk_stats, h, tokens, use_reentrant=False)
-            else:
-                lp, ent = chunk_stats(h, tokens)
+            lp, ent = (checkpoint(chunk_stats, h, tokens, use_reentrant=False) if torch.is_grad_enabled()
+                       else chunk_stats(h, tokens))
             log_probs.append(lp)
             entropies.append(ent)
         zeros = torch.zeros(b, t, device=self.device)
