@@ -414,6 +414,16 @@ def update_profile_section(data: dict[str, Any] | None) -> str:
     if same:
         lines.append(f"Where nothing packs, `padded` and `packed` run the same code: their gap "
                      f"({same[0][0]:.2f} vs {same[0][1]:.2f} s) is this machine's run-to-run noise.")
+    ceiling = data.get("gemm_ceiling")
+    if ceiling:
+        packed = next((r for r in data["rows"] if (r["batch"], r["layout"]) == ("full", "packed")), None)
+        lines.append(f"Ceiling: the full batch's matrix products alone (every linear layer's forward and backward "
+                     f"products, the head's at response positions, random tensors) take {ceiling['seconds']:.2f} s, "
+                     f"{100 * ceiling['fraction_of_matmul']:.0f} % of the 2048² matmul rate, i.e. "
+                     f"{100 * ceiling['useful_fraction_of_matmul']:.0f} % in the useful-FLOP/s count"
+                     + (f"; covgym's packed step takes {packed['seconds'] / ceiling['seconds']:.2f}× that (the rest: "
+                        f"attention, norms, rotary embeddings, activations, the head's softmax and its logits "
+                        f"recomputed in backward)." if packed else "."))
     lines += [""] + checkpointing_lines(data.get("checkpointing") or [])
     return "\n".join(lines) + "\n"
 

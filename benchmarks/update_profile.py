@@ -10,6 +10,10 @@ time and computed FLOP/s = 6 · parameters · positions run / time, both against
 here, and the share of profiled CPU time in matmuls (``aten::mm``/``addmm``/``bmm``), attention (SDPA kernels) and
 the rest (norms, activations, elementwise, indexing).
 
+The ceiling: the same batch's matrix products alone (every linear layer's forward and two backward products at
+the batch's positions, the output head's at its response positions, on random tensors of those shapes), as a
+fraction of the 2048² peak; no layout can beat it without changing the matmul kernel or precision.
+
 Then activation checkpointing on the ``full`` batch, packed layout, each setting in a fresh process: none, every 2nd
 decoder layer, every layer (``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is
 every layer): seconds (best of ``--repeats``) and the peak RSS the first forward + backward adds over the loaded
@@ -61,6 +65,36 @@ def op_shares(work: Callable[[], None]) -> dict[str, float]:
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
     attention = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
     return {"matmul": matmul / total, "attention": attention / total, "other": 1 - (matmul + attention) / total}
+
+
+def gemm_ceiling(config: Any, positions: int, head_positions: int, repeats: int) -> dict[str, float]:
+    """Seconds and FLOP of a Llama-style model's own matmuls alone, at ``positions`` tokens (the head at
+    ``head_positions``): forward ``x·Wᵀ`` and backward ``g·W`` and ``gᵀ·x`` per linear layer, on random tensors."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    heads = config.num_attention_heads * head_dim
+    kv = getattr(config, "num_key_value_heads", config.num_attention_heads) * head_dim
+    layer = [(heads, hidden), (kv, hidden), (kv, hidden), (hidden, heads), (inter, hidden), (inter, hidden),
+             (hidden, inter)]  # (out, in): q, k, v, o, gate, up, down
+    weights = [torch.randn(o, i) for o, i in layer]
+    inputs = {i: torch.randn(positions, i) for i in {i for _, i in layer}}
+    grads = {o: torch.randn(positions, o) for o in {o for o, _ in layer}}
+    head_w = torch.randn(config.vocab_size, hidden)
+    head_x, head_g = torch.randn(head_positions, hidden), torch.randn(head_positions, config.vocab_size)
+
+    def products(w: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
+        x @ w.t(), g @ w, g.t() @ x
+
+    def one_layer() -> None:
+        for w in weights:
+            products(w, inputs[w.shape[1]], grads[w.shape[0]])
+
+    one_layer(), products(head_w, head_x, head_g)  # warm-up
+    seconds = (config.num_hidden_layers * min(_seconds(one_layer) for _ in range(repeats))
+               + min(_seconds(lambda: products(head_w, head_x, head_g)) for _ in range(repeats)))
+    flop = 6.0 * (config.num_hidden_layers * positions * sum(o * i for o, i in layer)
+                  + head_positions * config.vocab_size * hidden)
+    return {"seconds": seconds, "flop": flop}
 
 
 def batch_of(policy: Any, lengths: list[int], generator: torch.Generator
@@ -167,10 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{100 * row['useful_fraction_of_matmul']:3.0f} %  computed {100 * row['computed_fraction_of_matmul']:3.0f} % "
                   f"of matmul  | time in matmul {100 * row['matmul']:.0f} %, attention {100 * row['attention']:.0f} %, "
                   f"other {100 * row['other']:.0f} %", flush=True)
+    ceiling = gemm_ceiling(model.config, sum(LENGTHS["full"]), sum(LENGTHS["full"]) - PROMPT * len(LENGTHS["full"]),
+                           args.repeats)
+    ceiling["fraction_of_matmul"] = ceiling["flop"] / ceiling["seconds"] / peak
+    ceiling["useful_fraction_of_matmul"] = 6.0 * parameters * sum(LENGTHS["full"]) / ceiling["seconds"] / peak
+    print(f"GEMMs alone (full batch's shapes) {ceiling['seconds']:.2f} s: {100 * ceiling['fraction_of_matmul']:.0f} % "
+          f"of matmul; as useful FLOP/s {100 * ceiling['useful_fraction_of_matmul']:.0f} %", flush=True)
     payload = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "parameters": parameters, "matmul_flops": peak,
                "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": load, "lengths": LENGTHS, "prompt_tokens": PROMPT, "rows": rows,
-               "checkpointing": checkpointing,
+               "gemm_ceiling": ceiling, "checkpointing": checkpointing,
                "command": "python benchmarks/update_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=2))
