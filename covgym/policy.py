@@ -12,6 +12,7 @@ is not computed (``packing``), or the plain padded batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -21,6 +22,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from covgym.attention import grouped_heads_without_copies
+from covgym.cpu_features import has_bf16_instructions
 from covgym.dropout import disable_dropout
 from covgym.head_stats import head_token_stats
 from covgym.metrics import log_probs_and_entropy
@@ -29,6 +31,8 @@ from covgym.packing import PackedBatch, pack, packing_is_exact
 from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
                                    positions_from_mask, prefill, shared_positions, shared_prefix_hidden,
                                    supports_sharing)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # float32 logits per head chunk: 110 positions at vocabulary 151,936, 341 at
 # SmolLM2's 49,152; a chunk's softmax, products and gradients hold a few such buffers at once
@@ -134,6 +138,9 @@ class Policy:
         self.use_chat_template = use_chat_template
         self.chunk_size = chunk_size or chunk_rows(int(model.get_output_embeddings().weight.shape[0]), chunk_bytes)
         self.autocast_bf16 = autocast_bf16
+        if autocast_bf16 and self.device.type == "cpu" and has_bf16_instructions() is False:
+            logger.warning("bf16 autocast on a CPU without bf16 instructions (avx512_bf16/amx_bf16): its matmuls "
+                           "are emulated and far slower than float32 here; leave --autocast-bf16 off")
         self.share_prompts = share_prompts
         self.pack_sequences = pack_sequences
         self._sharing_supported = supports_sharing(model)
