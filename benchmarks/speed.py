@@ -23,8 +23,9 @@ like-for-like ratio), ``trl`` (``GRPOTrainer`` with its defaults, so ``gradient_
 ``trl-unchecked`` (``gradient_checkpointing=False``, the counterpart of ``covgym``), ``trl-bf16``
 (``GRPOConfig(bf16=True)``, the counterpart of ``covgym-bf16``), ``covgym-profile`` (cProfile; no table row). The
 profile, bf16, unpacked and trl-unchecked variants run in the first round only; ``covgym`` and
-``covgym-checkpointed`` are each paired with ``trl`` round by round for the ratios. ``--device cuda`` runs the same
-on a GPU (``benchmarks/gpu_check.sh``).
+``covgym-checkpointed`` are each paired with ``trl`` round by round for the ratios. The bf16 variants are skipped
+on a CPU without bf16 instructions (no ``avx512_bf16``/``amx_bf16``), where bf16 matmuls are emulated and one step
+takes many minutes. ``--device cuda`` runs the same on a GPU (``benchmarks/gpu_check.sh``).
 
 Phases: generation (sampling, incl. tokenising and decoding), env (grading), scoring (the no-grad old log-prob
 pass and advantages), update (the optimizer steps). Peak memory is the worker's kernel high-water mark
@@ -444,6 +445,13 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
         except ImportError:
             results["trl"] = {"skipped": "trl is not installed (pip install 'covgym[trl]')"}
             variants = [v for v in variants if v != "trl"]
+    from covgym.cpu_features import has_bf16_instructions
+
+    emulated = [v for v in variants if v.endswith("-bf16")]
+    if DEVICE == "cpu" and emulated and has_bf16_instructions() is False:  # a step would take many minutes
+        results.update({v: {"skipped": "this CPU has no bf16 instructions (avx512_bf16/amx_bf16): bf16 would be "
+                                       "emulated"} for v in emulated})
+        variants = [v for v in variants if v not in emulated]
     per_round: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for round_index in range(rounds):  # interleaved, so a load change on a shared machine hits every variant
         for variant in variants:
@@ -510,9 +518,11 @@ def render(payload: dict[str, Any]) -> str:
                           f"{m[prefix + 'generated_tokens_per_s_ratio']:.2f}× (median over "
                           f"{len(m[prefix + 'speedup_rounds'])} rounds, paired with `trl` round by round)."]
     if "matmul_flops" in m:
+        bf16 = (" `covgym-bf16` is not part of a like-for-like ratio." if "step_s" in payload["results"].get(
+            "covgym-bf16", {}) else "")
         lines += ["", "TRL runs with its GRPO default `gradient_checkpointing=True` (`trl-unchecked`: off); "
-                      "`covgym-checkpointed` is covgym with the same memory strategy. `covgym-bf16` is not part of "
-                      f"a like-for-like ratio. Matmul: {m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
+                      f"`covgym-checkpointed` is covgym with the same memory strategy.{bf16} Matmul: "
+                      f"{m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
     return "\n".join(lines) + "\n"
 
 
