@@ -1,7 +1,7 @@
 """Whether this CPU has bfloat16 instructions: without them bf16 matmuls are emulated in software.
 
-Measured on a 2-core AMD EPYC without AVX-512 (flags: avx2 only): one SmolLM2-135M GRPO step under
-``--autocast-bf16`` ran for over 19 minutes without finishing, against 32 s in float32; on a Xeon with
+Measured on a 2-core AMD EPYC without AVX-512 (flags: avx2 only): three SmolLM2-135M GRPO steps under
+``--autocast-bf16`` had not finished after 19 minutes, against 42 s a step in float32; on a Xeon with
 ``avx512_bf16`` the same flag sped the update up (``benchmarks/RESULTS.md``).
 """
 
