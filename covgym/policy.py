@@ -511,15 +511,17 @@ class Policy:
         fused = (isinstance(head, torch.nn.Linear) and head.bias is None and not self.synced  # FSDP: module hooks
                  and not getattr(self.model.config, "final_logit_softcapping", None))
         log_probs, entropies = [], []
-        if fused and targets.numel():  # a plain linear head: chunked inside, logits recomputed once in backward
-            lp, ent = head_token_stats(selected_hidden, head.weight, targets, self.temperature, self.chunk_size)
-            log_probs, entropies = [lp], [ent]
-        for start in range(0, 0 if fused else targets.numel(), self.chunk_size):
-            h, tokens = selected_hidden[start:start + self.chunk_size], targets[start:start + self.chunk_size]
-            lp, ent = (checkpoint(chunk_stats, h, tokens, use_reentrant=False) if torch.is_grad_enabled()
-                       else chunk_stats(h, tokens))
-            log_probs.append(lp)
-            entropies.append(ent)
+        if fused:  # a plain linear head: chunked inside one node, logits recomputed once in backward
+            if targets.numel():
+                lp, ent = head_token_stats(selected_hidden, head.weight, targets, self.temperature, self.chunk_size)
+                log_probs, entropies = [lp], [ent]
+        else:
+            for start in range(0, targets.numel(), self.chunk_size):
+                h, tokens = selected_hidden[start:start + self.chunk_size], targets[start:start + self.chunk_size]
+                lp, ent = (checkpoint(chunk_stats, h, tokens, use_reentrant=False) if torch.is_grad_enabled()
+                           else chunk_stats(h, tokens))
+                log_probs.append(lp)
+                entropies.append(ent)
         zeros = torch.zeros(b, t, device=self.device)
         if not log_probs:  # nothing to score; under grad keep a (zero) graph so that backward() still works
             zeros = zeros + 0.0 * hidden.float().sum() if torch.is_grad_enabled() else zeros
