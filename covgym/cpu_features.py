@@ -1,8 +1,8 @@
 """Whether this CPU has bfloat16 instructions: without them bf16 matmuls are emulated in software.
 
 Measured on a 2-core AMD EPYC without AVX-512 (flags: avx2 only): three SmolLM2-135M GRPO steps under
-``--autocast-bf16`` had not finished after 19 minutes, against 42 s a step in float32; on a Xeon with
-``avx512_bf16`` the same flag sped the update up (``benchmarks/RESULTS.md``).
+``--autocast-bf16`` had not finished after 19 minutes, against 42 s a step in float32; on a CPU with
+``avx512_bf16`` the same flag sped sampling up (docs/models.md).
 """
 
 from __future__ import annotations
