@@ -429,18 +429,20 @@ def update_profile_section(data: dict[str, Any] | None) -> str:
 
 
 def checkpointing_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The activation-checkpointing rows of ``update_profile.json`` (full-length batch, packed, fresh processes)."""
+    """The activation-memory rows of ``update_profile.json`` (full-length batch, packed, fresh processes)."""
     if not rows:
         return []
-    label = {0: "none (covgym's default)", 1: "every layer (TRL's GRPO default)"}
-    base = next((r for r in rows if r["every_n_layers"] == 0), rows[0])
-    lines = ["Activation checkpointing on the full-length batch (each setting in a fresh process; peak RSS one forward "
+    old_labels = {0: "none", 1: "every layer (TRL's GRPO default)"}  # files written before the budget existed
+    base = next((r for r in rows if r["every_n_layers"] == 0 and not r.get("budget_mb")), rows[0])
+    lines = ["Activation memory on the full-length batch (each setting in a fresh process; peak RSS one forward "
              "+ backward adds over the loaded model, gradients' 513 MiB included):", "",
-             "| checkpointed layers | s | × none | peak RSS added (MiB) |", "|---|---|---|---|"]
+             "| setting | layers checkpointed | s | × none | peak RSS added (MiB) |", "|---|---|---|---|---|"]
     for r in rows:
         every = r["every_n_layers"]
-        lines.append(f"| {label.get(every, f'1 in {every}')} | "
-                     f"{r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | {_mib(r['added_peak_bytes'])} |")
+        label = r.get("label") or old_labels.get(every, f"1 in {every}")
+        layers = f"{r['checkpointed_layers']} / {r['layers']}" if "layers" in r else "—"
+        lines.append(f"| {label} | {layers} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | "
+                     f"{_mib(r['added_peak_bytes'])} |")
     return lines + ["", "Seconds are the best of a few runs of one batch; this machine's matmul throughput drifts "
                         "over minutes, so for the cost over whole steps read the update phases of `covgym` and "
                         "`covgym-checkpointed` in the real-model tables above.", ""]

@@ -14,10 +14,12 @@ The ceiling: the same batch's matrix products alone (every linear layer's forwar
 the batch's positions, the output head's at its response positions, on random tensors of those shapes), as a
 fraction of the 2048² peak; no layout can beat it without changing the matmul kernel or precision.
 
-Then activation checkpointing on the ``full`` batch, packed layout, each setting in a fresh process: none, every 2nd
-decoder layer, every layer (``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is
-every layer): seconds (best of ``--repeats``) and the peak RSS the first forward + backward adds over the loaded
-model (``ru_maxrss``; gradients included, 513 MiB).
+Then activation memory on the ``full`` batch, packed layout, each setting in a fresh process: everything kept
+(``--activation-budget-mb 0``), covgym's default activation budget (``covgym.activation_budget``: the layers it
+checkpoints are chosen on the batch), every 2nd decoder layer and every layer checkpointed
+(``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is every layer): seconds (best
+of ``--repeats``), layers checkpointed, and the peak RSS the first forward + backward adds over the loaded model
+(``ru_maxrss``; gradients included, 513 MiB).
 
 Usage::
 
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from covgym.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, decoder_layers
 
 LENGTHS = {"full": [267] * 8, "uneven": [267, 267, 100, 60, 267, 150, 120, 40]}
 PROMPT = 14
@@ -111,14 +115,23 @@ def batch_of(policy: Any, lengths: list[int], generator: torch.Generator
     return ids, mask, response
 
 
-def checkpointing_worker(every: int, repeats: int) -> dict[str, Any]:
-    """One checkpointing setting (0: none) in this fresh process: seconds and the peak RSS a step adds."""
+# activation-memory settings compared on the full batch: (label, every n-th layer checkpointed or 0, budget MiB)
+MEMORY_SETTINGS = {"none": ("none", 0, 0.0),
+                   "budget": (f"budget {DEFAULT_ACTIVATION_BUDGET_MB} MiB (covgym's default)", 0,
+                              float(DEFAULT_ACTIVATION_BUDGET_MB)),
+                   "every2": ("1 in 2", 2, 0.0), "every1": ("every layer (TRL's GRPO default)", 1, 0.0)}
+
+
+def checkpointing_worker(setting: str, repeats: int) -> dict[str, Any]:
+    """One activation-memory setting in this fresh process: seconds, layers checkpointed, peak RSS a step adds."""
     import resource
 
     from covgym.policy import Policy
 
+    label, every, budget = MEMORY_SETTINGS[setting]
     policy = Policy.from_pretrained("smollm2-135m-instruct", use_chat_template=False, show_progress=False,
-                                    gradient_checkpointing=every > 0, checkpoint_every_n_layers=max(every, 1))
+                                    gradient_checkpointing=every > 0, checkpoint_every_n_layers=max(every, 1),
+                                    activation_budget_mb=budget)
     policy.share_prompts = False
     model = policy.model.train()
     ids, mask, response = batch_of(policy, LENGTHS["full"], torch.Generator().manual_seed(0))
@@ -131,19 +144,24 @@ def checkpointing_worker(every: int, repeats: int) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()
     added = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux: KiB
-    return {"every_n_layers": every, "seconds": min(_seconds(step) for _ in range(repeats)), "added_peak_bytes": added}
+    layers = len(decoder_layers(model))
+    plan = policy._budget.last if policy._budget is not None else None
+    checkpointed = plan.checkpointed_layers if plan is not None else (0 if every == 0 else len(range(0, layers, every)))
+    return {"setting": setting, "label": label, "every_n_layers": every, "budget_mb": budget, "layers": layers,
+            "checkpointed_layers": checkpointed, "seconds": min(_seconds(step) for _ in range(repeats)),
+            "added_peak_bytes": added}
 
 
 def checkpointing_rows(repeats: int) -> list[dict[str, Any]]:
     rows = []
-    for every in (0, 2, 1):
-        completed = subprocess.run([sys.executable, __file__, "--checkpoint-worker", str(every), "--repeats",
+    for setting in MEMORY_SETTINGS:
+        completed = subprocess.run([sys.executable, __file__, "--checkpoint-worker", setting, "--repeats",
                                     str(repeats)], capture_output=True, text=True, check=True)
         row = json.loads(completed.stdout.strip().splitlines()[-1])
         rows.append(row)
-        label = {0: "none", 2: "every 2nd layer", 1: "every layer"}[every]
-        print(f"checkpointing {label:12s} {row['seconds']:6.2f} s  peak RSS added {row['added_peak_bytes'] / 2**20:,.0f} "
-              f"MiB", flush=True)
+        print(f"activation memory {row['label']:36s} {row['checkpointed_layers']:2d}/{row['layers']} layers "
+              f"checkpointed  {row['seconds']:6.2f} s  peak RSS added {row['added_peak_bytes'] / 2**20:,.0f} MiB",
+              flush=True)
     return rows
 
 
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/update_profile.json")
-    parser.add_argument("--checkpoint-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint-worker", choices=sorted(MEMORY_SETTINGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.checkpoint_worker is not None:
         print(json.dumps(checkpointing_worker(args.checkpoint_worker, args.repeats)))

@@ -34,6 +34,9 @@ class ModelConfig:
     checkpoint_every_n_layers: int = option(1, "with gradient_checkpointing, recompute only every n-th decoder "
                                                "layer (1: all); the others keep their activations, trading "
                                                "memory back for speed")
+    activation_budget_mb: int = option(2048, "without gradient_checkpointing: activations an update forward may "
+                                             "keep, in MiB; a longer mini-batch checkpoints just enough decoder "
+                                             "layers to fit, measured on the batch (0: no limit)")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
     share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
     pack_sequences: bool = option(True, "in scoring and updates, pack rows of uneven length side by side so that "
@@ -269,6 +272,8 @@ def validate(config: TrainConfig) -> None:
     _check(batch == 0 or o.mini_batches <= batch, "mini_batches",
            f"{o.mini_batches} mini-batches cannot be cut from a rollout of {batch} sequences")
     _check(m.dtype in ("float32", "bfloat16", "float16"), "dtype", f"must be float32/bfloat16/float16, got {m.dtype}")
+    _check(m.activation_budget_mb >= 0, "activation_budget_mb",
+           f"must be >= 0 (0: no limit), got {m.activation_budget_mb}")
     _check(m.checkpoint_every_n_layers >= 1, "checkpoint_every_n_layers",
            f"must be >= 1, got {m.checkpoint_every_n_layers}")
     _check(m.checkpoint_every_n_layers == 1 or m.gradient_checkpointing, "checkpoint_every_n_layers",

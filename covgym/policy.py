@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from covgym.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, ActivationBudget
 from covgym.attention import grouped_heads_without_copies
 from covgym.cpu_features import has_bf16_instructions
 from covgym.dropout import disable_dropout
@@ -122,15 +123,21 @@ class Policy:
             scoring when the caller passes ``prompt_lengths``).
         pack_sequences: in scoring, pack right-padded rows side by side so that padding is not computed, when
             that is cheaper than the other layouts and the model is checked to honour it (``covgym.packing``).
+        activation_budget_mb: activations one training forward may keep, in MiB; a longer one checkpoints just
+            enough decoder layers to fit (``covgym.activation_budget``). 0: no limit. Not used when activation
+            checkpointing is on for the whole model.
     """
 
     def __init__(self, model, tokenizer, temperature: float = 1.0, use_chat_template: bool = False,
                  chunk_size: int | None = None, autocast_bf16: bool = False, share_prompts: bool = True,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, pack_sequences: bool = True) -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, pack_sequences: bool = True,
+                 activation_budget_mb: float = DEFAULT_ACTIVATION_BUDGET_MB) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if activation_budget_mb < 0:
+            raise ValueError(f"activation_budget_mb must be >= 0 (0: no limit), got {activation_budget_mb}")
         self.model = model
         disable_dropout(model)  # log π (train mode) and log π_old (eval mode) must be the same function
         self.tokenizer = tokenizer
@@ -146,6 +153,8 @@ class Policy:
         self._sharing_supported = supports_sharing(model)
         self._packing_exact: bool | None = None  # checked on first use (``_packing_works``)
         self.synced = False  # set under FSDP: every rank must run the same forwards (see ``covgym.sharding``)
+        self.activation_budget_mb = float(activation_budget_mb)
+        self._budget: ActivationBudget | None = None  # installed at the first training forward that needs it
         self.sampler: Any = None  # an optional faster engine for sampling (``covgym.vllm_sampler.VLLMSampler``)
         self.source_path: str | None = None  # the directory or hub id the weights came from
         if tokenizer.pad_token_id is None:
@@ -159,12 +168,13 @@ class Policy:
                         temperature: float = 1.0, use_chat_template: bool | None = None,
                         gradient_checkpointing: bool = False, show_progress: bool = True,
                         autocast_bf16: bool = False, share_prompts: bool = True,
-                        pack_sequences: bool = True, checkpoint_every_n_layers: int = 1) -> "Policy":
+                        pack_sequences: bool = True, checkpoint_every_n_layers: int = 1,
+                        activation_budget_mb: float = DEFAULT_ACTIVATION_BUDGET_MB) -> "Policy":
         """Load a local directory, a hub id, a GGUF file, or an alias (``tiny``, ``smollm2-135m-instruct``).
 
         ``gradient_checkpointing`` recomputes each decoder layer's forward in the backward pass (non-reentrant
         ``torch.utils.checkpoint``) instead of keeping its activations; ``checkpoint_every_n_layers`` > 1 does so
-        for every n-th layer only.
+        for every n-th layer only. Without it, ``activation_budget_mb`` bounds a training forward's activations.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -187,7 +197,8 @@ class Policy:
         if use_chat_template is None:
             use_chat_template = bool(getattr(tokenizer, "chat_template", None))
         policy = cls(model, tokenizer, temperature=temperature, use_chat_template=use_chat_template,
-                     autocast_bf16=autocast_bf16, share_prompts=share_prompts, pack_sequences=pack_sequences)
+                     autocast_bf16=autocast_bf16, share_prompts=share_prompts, pack_sequences=pack_sequences,
+                     activation_budget_mb=activation_budget_mb)
         policy.source_path = source.path
         return policy
 
@@ -395,6 +406,21 @@ class Policy:
             return bool(self.model.is_activation_checkpointing)
         return bool(getattr(self.model, "is_gradient_checkpointing", False))
 
+    def _active_budget(self) -> ActivationBudget | None:
+        """The activation budget when this forward is a training one it applies to, installed on first use."""
+        if (self.activation_budget_mb <= 0 or self.synced or not torch.is_grad_enabled() or not self.model.training
+                or self._activation_checkpointing()):  # FSDP: ranks must run the same forwards; user checkpointing
+            return None
+        if self._budget is None:
+            device = self.device
+            self._budget = ActivationBudget(self.model, max(1, int(self.activation_budget_mb * 2**20)),
+                                            recompute_context=lambda: grouped_heads_without_copies(device))
+        return self._budget if self._budget.supported else None
+
+    def _watched(self, positions: int, adapt: bool = True) -> contextlib.AbstractContextManager:
+        budget = self._active_budget()
+        return budget.watch(positions, adapt) if budget is not None else contextlib.nullcontext()
+
     def _decoder(self) -> torch.nn.Module:
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
 
@@ -440,7 +466,8 @@ class Policy:
         groups = self._shared_prompts(input_ids, prompt_lengths)
         if groups is not None:
             shared = shared_positions(groups, attention_mask, prompt_lengths)
-            if shared <= SHARING_PAYS * other:
+            budget = self._active_budget()  # a shared forward reuses a KV cache: it cannot checkpoint layers
+            if shared <= SHARING_PAYS * other and (budget is None or not budget.over_budget(shared)):
                 return groups
         return packed
 
@@ -493,14 +520,17 @@ class Policy:
         rows, columns = wanted.nonzero(as_tuple=True)  # the N scored tokens
         layout = self._layout(input_ids, attention_mask, prompt_lengths)
         if isinstance(layout, PackedBatch):
-            hidden = self._packed_trunk(layout.input_ids, layout.position_ids)  # [R, W, H]
+            with self._watched(int(layout.input_ids.numel())):
+                hidden = self._packed_trunk(layout.input_ids, layout.position_ids)  # [R, W, H]
             selected_hidden = hidden[layout.locate(rows, columns - 1)]  # [N, H]: position t-1 predicts token t
         else:
             if isinstance(layout, PrefixGroups):
-                hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
-                                              layout, self.pad_token_id)  # [B, T, H], valid from each prompt's last
+                with self._watched(shared_positions(layout, attention_mask, prompt_lengths), adapt=False):
+                    hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
+                                                  layout, self.pad_token_id)  # [B, T, H], valid from each prompt's last
             else:
-                hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]
+                with self._watched(b * t):
+                    hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]
             selected_hidden = hidden[rows, columns - 1]  # [N, H]
         targets = input_ids[rows, columns]  # [N]
 

@@ -168,7 +168,8 @@ class Trainer:
                                              gradient_checkpointing=m.gradient_checkpointing,
                                              checkpoint_every_n_layers=m.checkpoint_every_n_layers,
                                              show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
-                                             share_prompts=m.share_prompts, pack_sequences=m.pack_sequences)
+                                             share_prompts=m.share_prompts, pack_sequences=m.pack_sequences,
+                                             activation_budget_mb=m.activation_budget_mb)
         self.reference: Policy | None = None
         needs = self.algorithm.needs  # declared by the algorithm's parts; the trainer never probes for methods
         if "reference_model" in needs:

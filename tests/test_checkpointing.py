@@ -9,24 +9,6 @@ import torch
 from covgym.config import ConfigError, ModelConfig, TrainConfig, validate
 
 
-@pytest.fixture(scope="module")
-def four_layer_dir(tmp_path_factory):
-    """A 4-layer Llama with grouped-query attention (4 query heads, 2 key/value heads), as SmolLM2 has."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from covgym.tiny_model import build_tokenizer
-
-    directory = tmp_path_factory.mktemp("four_layers")
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def _load(directory, every: int | None):
     from covgym.policy import Policy
 
