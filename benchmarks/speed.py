@@ -15,7 +15,7 @@ the first ``--warmup`` steps are dropped and the next ``--steps`` are timed from
 The variants run interleaved ``--rounds`` times and the median round of each is reported (a shared machine's
 load changes hit every variant alike).
 
-Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work), ``covgym+dynamics`` (covgym's default),
+Variants: ``covgym`` (entropy-dynamics probe off, to match TRL's work; its default activation budget applies), ``covgym+dynamics`` (covgym's default),
 ``covgym-unshared`` (no shared prompt KV cache), ``covgym-unpacked`` (no packed rows: padding computed, as TRL
 does), ``covgym-checkpointed`` (``--gradient-checkpointing true``: every decoder layer recomputed in backward, the
 memory strategy of TRL's GRPO default), ``covgym-bf16`` (``--autocast-bf16``: reported on its own row, not in a
@@ -521,7 +521,9 @@ def render(payload: dict[str, Any]) -> str:
         bf16 = (" `covgym-bf16` is not part of a like-for-like ratio." if "step_s" in payload["results"].get(
             "covgym-bf16", {}) else "")
         lines += ["", "TRL runs with its GRPO default `gradient_checkpointing=True` (`trl-unchecked`: off); "
-                      f"`covgym-checkpointed` is covgym with the same memory strategy.{bf16} Matmul: "
+                      "`covgym` with its default activation budget (`--activation-budget-mb 2048`: layers are "
+                      "checkpointed only in a mini-batch whose activations would exceed it); "
+                      f"`covgym-checkpointed` is covgym with TRL's memory strategy.{bf16} Matmul: "
                       f"{m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]
     return "\n".join(lines) + "\n"
 
