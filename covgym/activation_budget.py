@@ -121,7 +121,8 @@ class ActivationBudget:
         return len(self.layers) >= 2
 
     def over_budget(self, positions: int) -> bool:
-        """Whether an unchecked forward over ``positions`` would exceed the budget, judged from the last one."""
+        """Whether an unchecked forward over ``positions`` would exceed the budget, judged from the last watched
+        forward's bytes per position (False before any has been measured)."""
         return self.bytes_per_position is not None and positions * self.bytes_per_position > self.budget_bytes
 
     @contextlib.contextmanager

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from covgym.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, ActivationBudget
+from covgym.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, ActivationBudget, Plan
 from covgym.attention import grouped_heads_without_copies
 from covgym.cpu_features import has_bf16_instructions
 from covgym.dropout import disable_dropout
@@ -155,6 +155,7 @@ class Policy:
         self.synced = False  # set under FSDP: every rank must run the same forwards (see ``covgym.sharding``)
         self.activation_budget_mb = float(activation_budget_mb)
         self._budget: ActivationBudget | None = None  # installed at the first training forward that needs it
+        self._last_forward_watched = False
         self.sampler: Any = None  # an optional faster engine for sampling (``covgym.vllm_sampler.VLLMSampler``)
         self.source_path: str | None = None  # the directory or hub id the weights came from
         if tokenizer.pad_token_id is None:
@@ -419,7 +420,13 @@ class Policy:
 
     def _watched(self, positions: int, adapt: bool = True) -> contextlib.AbstractContextManager:
         budget = self._active_budget()
+        self._last_forward_watched = budget is not None
         return budget.watch(positions, adapt) if budget is not None else contextlib.nullcontext()
+
+    @property
+    def activation_plan(self) -> Plan | None:
+        """What the activation budget did in the last scoring forward (None: it did not apply there)."""
+        return self._budget.last if self._last_forward_watched and self._budget is not None else None
 
     def _decoder(self) -> torch.nn.Module:
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model

@@ -439,6 +439,9 @@ class Trainer:
         self._sampler_stale = True
         self.consecutive_skips = 0
         metrics["grad_norm"] = float(grad_norm)
+        plan = self.policy.activation_plan
+        if plan is not None:  # the activation budget watched this step's forward
+            metrics["checkpointed_layers"] = float(plan.checkpointed_layers)
         if self.critic is not None and returns is not None:
             metrics.update(self._critic_step(mini, returns, tokens, sequences))
         return metrics

@@ -126,3 +126,25 @@ def test_a_shared_prompt_layout_over_budget_gives_way_to_one_that_can_checkpoint
 def test_a_negative_budget_is_refused():
     with pytest.raises(ConfigError, match="activation_budget_mb: must be >= 0"):
         validate(TrainConfig(model=ModelConfig(activation_budget_mb=-1)))
+
+
+def test_the_trainer_logs_how_many_layers_the_budget_checkpointed(tmp_path, four_layer_dir):
+    from covgym.config import EnvConfig, OptimConfig, RolloutConfig
+    from covgym.trainer import Trainer
+
+    def run(budget_mb: float) -> dict:
+        config = TrainConfig(steps=2, run_dir=str(tmp_path / f"budget-{budget_mb}"), eval_problems=0, progress=False,
+                             entropy_dynamics=False, model=ModelConfig(model=str(four_layer_dir),
+                                                                       activation_budget_mb=1024),
+                             env=EnvConfig(env="covgym/Arithmetic-v0"),
+                             rollout=RolloutConfig(prompts_per_step=2, group_size=2, max_new_tokens=4),
+                             optim=OptimConfig(lr=1e-4, mini_batches=1))
+        trainer = Trainer(config)
+        trainer.policy.activation_budget_mb = budget_mb  # below the config's 1 MiB step: these are a few KiB
+        return trainer.train().history[-1]
+
+    assert run(1024)["checkpointed_layers"] == 0
+    # step 2's forward: step 1 (prompts shared, nothing measured yet) gave the bytes per position
+    assert run(1e-6)["checkpointed_layers"] == 3  # every layer after the first
+    assert "checkpointed_layers" not in run(0)  # no budget: nothing watched
+
