@@ -67,7 +67,8 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 class Plan:
     """What one watched forward did: its positions, the activation bytes it estimated when deciding, the layers
     it checkpointed, and the bytes its saved tensors took as the hooks saw them (all of them when nothing was
-    checkpointed; a checkpointed layer's inner tensors are the checkpoint's own, out of sight)."""
+    checkpointed; a checkpointed layer's inner tensors are the checkpoint's own, out of sight; 0 when the forward
+    was not watched, being far below the budget)."""
 
     positions: int
     estimate_bytes: int = 0
@@ -128,7 +129,14 @@ class ActivationBudget:
     @contextlib.contextmanager
     def watch(self, positions: int, adapt: bool = True) -> Iterator[None]:
         """Around one training forward of the trunk over ``positions`` positions. ``adapt``: may checkpoint
-        layers (False where the forward cannot be checkpointed, e.g. it reuses a KV cache): measure only."""
+        layers (False where the forward cannot be checkpointed, e.g. it reuses a KV cache): measure only.
+
+        A forward that the last measurement puts below half the budget is not watched: the hooks cost a Python
+        call per saved tensor (a few % of a tiny model's update), and such a forward needs no decision."""
+        if self.bytes_per_position is not None and 2 * positions * self.bytes_per_position <= self.budget_bytes:
+            self.last = Plan(positions, estimate_bytes=int(positions * self.bytes_per_position))
+            yield
+            return
         parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
         state = _Pass(positions, adapt and self.supported, parameters)
         self._active = state

@@ -73,6 +73,10 @@ def test_an_ample_budget_keeps_everything_and_its_estimate_matches_what_the_forw
     # layer 0's bytes extrapolated to all layers vs every saved tensor counted (the final norm is the rest)
     assert plan.measured_bytes > 0
     assert abs(plan.estimate_bytes - plan.measured_bytes) <= 0.15 * plan.measured_bytes
+    _train_step(policy)  # now known to be far below the budget: not watched, estimated from the last one
+    again = policy._budget.last
+    assert again.measured_bytes == 0 and again.checkpointed_layers == 0
+    assert again.estimate_bytes == pytest.approx(plan.positions * policy._budget.bytes_per_position, abs=1)
 
 
 @pytest.mark.parametrize("fraction, checkpointed", [(1e-6, 3), (0.8, None)])
