@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from covgym.config import DEFAULT_ACTIVATION_BUDGET_MB
+
 SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
 VARIANTS = ("covgym", "covgym+dynamics", "covgym-unshared", "covgym-unpacked", "covgym-checkpointed", "covgym-bf16",
@@ -490,7 +492,8 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
                       "description": workload.description, "env": ENV_ID, "prompts_per_step": workload.prompts,
                       "group_size": workload.group, "max_new_tokens": workload.new_tokens, "chat_template": "off",
                       "dtype": "float32", "optimizer_steps_per_step": MINI_BATCHES, "lr": workload.lr,
-                      "timed_steps": steps, "warmup_steps": warmup, "rounds": rounds, "command": command},
+                      "timed_steps": steps, "warmup_steps": warmup, "rounds": rounds, "command": command,
+                      "activation_budget_mb": DEFAULT_ACTIVATION_BUDGET_MB},
             "results": results}
 
 
@@ -521,7 +524,8 @@ def render(payload: dict[str, Any]) -> str:
         bf16 = (" `covgym-bf16` is not part of a like-for-like ratio." if "step_s" in payload["results"].get(
             "covgym-bf16", {}) else "")
         lines += ["", "TRL runs with its GRPO default `gradient_checkpointing=True` (`trl-unchecked`: off); "
-                      "`covgym` with its default activation budget (`--activation-budget-mb 2048`: layers are "
+                      f"`covgym` with its default activation budget (`--activation-budget-mb "
+                      f"{setup.get('activation_budget_mb', 2048)}`: layers are "
                       "checkpointed only in a mini-batch whose activations would exceed it); "
                       f"`covgym-checkpointed` is covgym with TRL's memory strategy.{bf16} Matmul: "
                       f"{m['matmul_flops'] / 1e9:.0f} GFLOP/s float32."]

@@ -119,7 +119,8 @@ def batch_of(policy: Any, lengths: list[int], generator: torch.Generator
 MEMORY_SETTINGS = {"none": ("none", 0, 0.0),
                    "budget": (f"budget {DEFAULT_ACTIVATION_BUDGET_MB} MiB (covgym's default)", 0,
                               float(DEFAULT_ACTIVATION_BUDGET_MB)),
-                   "budget1024": ("budget 1024 MiB", 0, 1024.0), "every2": ("1 in 2", 2, 0.0),
+                   "budget1024": ("budget 1024 MiB", 0, 1024.0), "budget2048": ("budget 2048 MiB", 0, 2048.0),
+                   "every2": ("1 in 2", 2, 0.0),
                    "every1": ("every layer (TRL's GRPO default)", 1, 0.0)}
 
 

@@ -4,7 +4,8 @@ Keeping every layer's activations for the backward pass is the fastest way to tr
 mini-batch's positions: an 8 × 267-token SmolLM2-135M mini-batch keeps about 2.8 GiB, more than the weights,
 gradients and AdamW state together. TRL checkpoints every layer of every mini-batch (about 1.2× the update's time
 on CPU). covgym keeps everything while it fits ``budget`` bytes and, on a mini-batch that would not, checkpoints
-every n-th decoder layer from the second on, n as large as fits (fewest layers recomputed).
+the fewest decoder layers that make it fit (from the second on, evenly spread), so the recompute grows with the
+excess rather than jumping to every layer.
 
 The decision is taken during the forward pass itself, from what the first decoder layer saved for backward on
 *this* batch (measured with saved-tensor hooks, parameters excluded), so it needs no per-architecture formula and
@@ -24,34 +25,39 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from covgym.config import DEFAULT_ACTIVATION_BUDGET_MB
+
+__all__ = ["DEFAULT_ACTIVATION_BUDGET_MB", "ActivationBudget", "Plan", "choose_count", "decoder_layers",
+           "estimated_bytes", "spread"]
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_ACTIVATION_BUDGET_MB = 2048
 
 
-def estimated_bytes(used: int, per_layer: int, layer_input: int, remaining: int, every_n: int | None) -> int:
-    """Activation bytes a forward keeps when the ``remaining`` layers checkpoint every ``every_n``-th (None: none)."""
-    checkpointed = 0 if every_n is None else math.ceil(remaining / every_n)
+def estimated_bytes(used: int, per_layer: int, layer_input: int, remaining: int, checkpointed: int) -> int:
+    """Activation bytes a forward keeps when ``checkpointed`` of its ``remaining`` layers are checkpointed."""
     recompute = per_layer if checkpointed else 0
     return used + (remaining - checkpointed) * per_layer + checkpointed * layer_input + recompute
 
 
-def choose_every_n(used: int, per_layer: int, layer_input: int, remaining: int, budget: int) -> int | None:
-    """None when keeping every remaining layer fits ``budget``; else the largest n (fewest layers checkpointed)
-    that fits; 1 (every layer) when nothing fits."""
-    if estimated_bytes(used, per_layer, layer_input, remaining, None) <= budget:
-        return None
-    for every_n in range(max(remaining, 1), 0, -1):
-        if estimated_bytes(used, per_layer, layer_input, remaining, every_n) <= budget:
-            return every_n
-    return 1
+def choose_count(used: int, per_layer: int, layer_input: int, remaining: int, budget: int) -> int:
+    """How many of the ``remaining`` layers to checkpoint: the fewest that fit ``budget`` (0 when keeping all
+    fits); all of them when nothing fits (the least memory there is)."""
+    for count in range(remaining + 1):
+        if estimated_bytes(used, per_layer, layer_input, remaining, count) <= budget:
+            return count
+    return remaining
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices out of ``range(total)``, evenly spaced (the middle of each of ``count`` equal spans)."""
+    return [int((2 * i + 1) * total // (2 * count)) for i in range(count)] if count else []
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -167,10 +173,10 @@ class ActivationBudget:
         per_layer = state.saved - state.layer0_start
         layer_input = int(hidden.numel() * hidden.element_size()) if isinstance(hidden, torch.Tensor) else 0
         remaining = len(self.layers) - 1
-        every_n = choose_every_n(state.saved, per_layer, layer_input, remaining, self.budget_bytes)
-        estimate = estimated_bytes(state.saved, per_layer, layer_input, remaining, every_n)
+        count = choose_count(state.saved, per_layer, layer_input, remaining, self.budget_bytes)
+        estimate = estimated_bytes(state.saved, per_layer, layer_input, remaining, count)
         self.bytes_per_position = (state.saved + remaining * per_layer) / max(state.positions, 1)
-        chosen = [] if every_n is None else self.layers[1::every_n]
+        chosen = [self.layers[1 + index] for index in spread(count, remaining)]
         for layer in chosen:
             layer.gradient_checkpointing = True
         state.plan = Plan(state.positions, estimate_bytes=estimate, checkpointed_layers=len(chosen))

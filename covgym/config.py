@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DEFAULT_ACTIVATION_BUDGET_MB = 512  # see covgym.activation_budget; here so that the CLI needs no torch
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the fix."""
@@ -34,7 +36,7 @@ class ModelConfig:
     checkpoint_every_n_layers: int = option(1, "with gradient_checkpointing, recompute only every n-th decoder "
                                                "layer (1: all); the others keep their activations, trading "
                                                "memory back for speed")
-    activation_budget_mb: int = option(2048, "without gradient_checkpointing: activations an update forward may "
+    activation_budget_mb: int = option(DEFAULT_ACTIVATION_BUDGET_MB, "without gradient_checkpointing: activations an update forward may "
                                              "keep, in MiB; a longer mini-batch checkpoints just enough decoder "
                                              "layers to fit, measured on the batch (0: no limit)")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")

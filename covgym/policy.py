@@ -418,8 +418,8 @@ class Policy:
                                             recompute_context=lambda: grouped_heads_without_copies(device))
         return self._budget if self._budget.supported else None
 
-    def _watched(self, positions: int, adapt: bool = True) -> contextlib.AbstractContextManager:
-        budget = self._active_budget()
+    def _watched(self, budget: ActivationBudget | None, positions: int,
+                 adapt: bool = True) -> contextlib.AbstractContextManager:
         self._last_forward_watched = budget is not None
         return budget.watch(positions, adapt) if budget is not None else contextlib.nullcontext()
 
@@ -464,16 +464,16 @@ class Policy:
         layout = pack(input_ids, attention_mask, self.pad_token_id)
         return layout if layout is not None and self._packing_works() else None
 
-    def _layout(self, input_ids: Tensor, attention_mask: Tensor, prompt_lengths: Tensor | None
-                ) -> PackedBatch | PrefixGroups | None:
+    def _layout(self, input_ids: Tensor, attention_mask: Tensor, prompt_lengths: Tensor | None,
+                budget: ActivationBudget | None) -> PackedBatch | PrefixGroups | None:
         """How to run this batch's trunk at the least cost, all exact: packed rows, shared prompts, or (None) the
-        padded batch as it is."""
+        padded batch as it is. A shared forward reuses a KV cache, so it cannot checkpoint layers: under an
+        activation ``budget`` it gives way when the last measurement puts it over."""
         packed = self._packed(input_ids, attention_mask)
         other = packed.positions if packed is not None else int(input_ids.numel())
         groups = self._shared_prompts(input_ids, prompt_lengths)
         if groups is not None:
             shared = shared_positions(groups, attention_mask, prompt_lengths)
-            budget = self._active_budget()  # a shared forward reuses a KV cache: it cannot checkpoint layers
             if shared <= SHARING_PAYS * other and (budget is None or not budget.over_budget(shared)):
                 return groups
         return packed
@@ -525,18 +525,20 @@ class Policy:
         if prompt_lengths is not None:  # prompt tokens are never scored, shared path or not
             wanted &= torch.arange(t, device=self.device)[None, :] >= prompt_lengths.to(self.device)[:, None]
         rows, columns = wanted.nonzero(as_tuple=True)  # the N scored tokens
-        layout = self._layout(input_ids, attention_mask, prompt_lengths)
+        budget = self._active_budget()
+        layout = self._layout(input_ids, attention_mask, prompt_lengths, budget)
         if isinstance(layout, PackedBatch):
-            with self._watched(int(layout.input_ids.numel())):
+            with self._watched(budget, int(layout.input_ids.numel())):
                 hidden = self._packed_trunk(layout.input_ids, layout.position_ids)  # [R, W, H]
             selected_hidden = hidden[layout.locate(rows, columns - 1)]  # [N, H]: position t-1 predicts token t
         else:
             if isinstance(layout, PrefixGroups):
-                with self._watched(shared_positions(layout, attention_mask, prompt_lengths), adapt=False):
+                shared = shared_positions(layout, attention_mask, prompt_lengths)
+                with self._watched(budget, shared, adapt=False):
                     hidden = shared_prefix_hidden(self._trunk_with_cache, input_ids, attention_mask, prompt_lengths,
                                                   layout, self.pad_token_id)  # [B, T, H], valid from each prompt's last
             else:
-                with self._watched(b * t):
+                with self._watched(budget, b * t):
                     hidden = self._trunk(input_ids, attention_mask)  # [B, T, H]
             selected_hidden = hidden[rows, columns - 1]  # [N, H]
         targets = input_ids[rows, columns]  # [N]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from covgym.activation_budget import choose_every_n, estimated_bytes
+from covgym.activation_budget import choose_count, estimated_bytes, spread
 from covgym.config import ConfigError, ModelConfig, TrainConfig, validate
 from covgym.prefix_sharing import PrefixGroups
 
@@ -15,21 +15,29 @@ sizes = st.integers(0, 10**9)
 
 
 @given(used=sizes, per_layer=sizes, layer_input=sizes, remaining=st.integers(1, 64), budget=sizes)
-def test_the_plan_is_the_cheapest_in_recompute_that_fits(used, per_layer, layer_input, remaining, budget):
-    every_n = choose_every_n(used, per_layer, layer_input, remaining, budget)
-    fits = [n for n in range(1, remaining + 1) if estimated_bytes(used, per_layer, layer_input, remaining, n) <= budget]
-    if estimated_bytes(used, per_layer, layer_input, remaining, None) <= budget:
-        assert every_n is None
-    elif fits:
-        assert every_n == max(fits)  # the largest stride that fits: fewest layers recomputed
+def test_the_plan_checkpoints_the_fewest_layers_that_fit(used, per_layer, layer_input, remaining, budget):
+    count = choose_count(used, per_layer, layer_input, remaining, budget)
+    fits = [c for c in range(remaining + 1) if estimated_bytes(used, per_layer, layer_input, remaining, c) <= budget]
+    if fits:
+        assert count == min(fits)  # 0 when everything fits; else the least recompute that fits
     else:
-        assert every_n == 1  # nothing fits: the least memory there is
+        assert count == remaining  # nothing fits: the least memory there is
+
+
+@given(total=st.integers(0, 200), data=st.data())
+def test_spread_picks_that_many_distinct_evenly_spaced_layers(total, data):
+    count = data.draw(st.integers(0, total))
+    chosen = spread(count, total)
+    assert len(set(chosen)) == count and all(0 <= i < total for i in chosen)
+    if count:  # no gap between neighbours (or before the first, after the last) wider than one span + 1
+        gaps = [b - a for a, b in zip([-1] + chosen, chosen + [total])]
+        assert max(gaps) <= total / count + 1
 
 
 def test_the_estimate_counts_a_recomputed_layer_and_each_checkpointed_input():
-    # 4 remaining layers, every 2nd checkpointed: 2 kept (2·100), 2 inputs (2·10), one recomputed in backward (100)
+    # 4 remaining layers, 2 checkpointed: 2 kept (2·100), 2 inputs (2·10), one recomputed in backward (100)
     assert estimated_bytes(50, 100, 10, 4, 2) == 50 + 200 + 20 + 100
-    assert estimated_bytes(50, 100, 10, 4, None) == 50 + 400
+    assert estimated_bytes(50, 100, 10, 4, 0) == 50 + 400
 
 
 def _policy(directory, budget_mb: float):
@@ -123,8 +131,8 @@ def test_a_shared_prompt_layout_over_budget_gives_way_to_one_that_can_checkpoint
     prompt_lengths = torch.full((4,), 10)
     policy.model.train()
     with torch.no_grad():  # outside training the budget does not apply: sharing pays here
-        assert isinstance(policy._layout(ids, mask, prompt_lengths), PrefixGroups)
-    assert not isinstance(policy._layout(ids, mask, prompt_lengths), PrefixGroups)
+        assert isinstance(policy._layout(ids, mask, prompt_lengths, policy._active_budget()), PrefixGroups)
+    assert not isinstance(policy._layout(ids, mask, prompt_lengths, policy._active_budget()), PrefixGroups)
 
 
 def test_a_negative_budget_is_refused():
