@@ -16,7 +16,7 @@ fraction of the 2048² peak; no layout can beat it without changing the matmul k
 
 Then activation memory on the ``full`` batch, packed layout, each setting in a fresh process: everything kept
 (``--activation-budget-mb 0``), covgym's default activation budget (``covgym.activation_budget``: the layers it
-checkpoints are chosen on the batch), every 2nd decoder layer and every layer checkpointed
+checkpoints are chosen on the batch), budgets of 1024 and 2048 MiB, every 2nd decoder layer and every layer checkpointed
 (``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is every layer): seconds (best
 of ``--repeats``), layers checkpointed, and the peak RSS the first forward + backward adds over the loaded model
 (``ru_maxrss``; gradients included, 513 MiB).

@@ -39,7 +39,6 @@ __all__ = ["DEFAULT_ACTIVATION_BUDGET_MB", "ActivationBudget", "Plan", "choose_c
 logger = logging.getLogger(__name__)
 
 
-
 def estimated_bytes(used: int, per_layer: int, layer_input: int, remaining: int, checkpointed: int) -> int:
     """Activation bytes a forward keeps when ``checkpointed`` of its ``remaining`` layers are checkpointed."""
     recompute = per_layer if checkpointed else 0
@@ -48,7 +47,8 @@ def estimated_bytes(used: int, per_layer: int, layer_input: int, remaining: int,
 
 def choose_count(used: int, per_layer: int, layer_input: int, remaining: int, budget: int) -> int:
     """How many of the ``remaining`` layers to checkpoint: the fewest that fit ``budget`` (0 when keeping all
-    fits); all of them when nothing fits (the least memory there is)."""
+    fits); all of them when nothing fits (the least memory there is, a layer's input being smaller than what it
+    saves for backward)."""
     for count in range(remaining + 1):
         if estimated_bytes(used, per_layer, layer_input, remaining, count) <= budget:
             return count
@@ -57,7 +57,7 @@ def choose_count(used: int, per_layer: int, layer_input: int, remaining: int, bu
 
 def spread(count: int, total: int) -> list[int]:
     """``count`` indices out of ``range(total)``, evenly spaced (the middle of each of ``count`` equal spans)."""
-    return [int((2 * i + 1) * total // (2 * count)) for i in range(count)] if count else []
+    return [(2 * i + 1) * total // (2 * count) for i in range(count)] if count else []
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -80,6 +80,7 @@ class Plan:
     estimate_bytes: int = 0
     checkpointed_layers: int = 0
     measured_bytes: int = 0
+    checkpointed: tuple[int, ...] = ()  # indices into ``decoder_layers(model)``
 
 
 @dataclass
@@ -118,10 +119,13 @@ class ActivationBudget:
         self._warned = False
         function = functools.partial(checkpoint, use_reentrant=False,
                                      context_fn=lambda: (contextlib.nullcontext(), recompute_context()))
-        for index, layer in enumerate(self.layers):
+        for layer in self.layers:
             layer._gradient_checkpointing_func = function
             layer.gradient_checkpointing = False
-            layer.register_forward_pre_hook(functools.partial(self._before_layer, index), with_kwargs=True)
+        if self.layers:  # decided once layer 0 has run: before layer 1 is called, whichever transformers reads
+            # the flag first (5.x in the wrapped forward, after pre-hooks; 4.5x in __call__, before them)
+            self.layers[0].register_forward_pre_hook(self._before_first_layer)
+            self.layers[0].register_forward_hook(self._after_first_layer, with_kwargs=True)
 
     @property
     def supported(self) -> bool:
@@ -160,26 +164,34 @@ class ActivationBudget:
             self.bytes_per_position = state.saved / positions
         self.last = state.plan
 
-    def _before_layer(self, index: int, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def _deciding(self, module: torch.nn.Module) -> _Pass | None:
         state = self._active
-        if state is None or not state.adapt or not module.training or not torch.is_grad_enabled():
-            return
-        if index == 0:
+        if state is None or not state.adapt or state.plan is not None or not module.training \
+                or not torch.is_grad_enabled():
+            return None
+        return state
+
+    def _before_first_layer(self, module: torch.nn.Module, args: tuple) -> None:
+        state = self._deciding(module)
+        if state is not None:
             state.layer0_start = state.saved
+
+    def _after_first_layer(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        state = self._deciding(module)
+        if state is None:
             return
-        if index != 1 or state.plan is not None:
-            return
-        hidden = args[0] if args else kwargs.get("hidden_states")
+        hidden = args[0] if args else kwargs.get("hidden_states")  # a layer's input: what a checkpointed one keeps
         per_layer = state.saved - state.layer0_start
         layer_input = int(hidden.numel() * hidden.element_size()) if isinstance(hidden, torch.Tensor) else 0
         remaining = len(self.layers) - 1
         count = choose_count(state.saved, per_layer, layer_input, remaining, self.budget_bytes)
         estimate = estimated_bytes(state.saved, per_layer, layer_input, remaining, count)
         self.bytes_per_position = (state.saved + remaining * per_layer) / max(state.positions, 1)
-        chosen = [self.layers[1 + index] for index in spread(count, remaining)]
-        for layer in chosen:
-            layer.gradient_checkpointing = True
-        state.plan = Plan(state.positions, estimate_bytes=estimate, checkpointed_layers=len(chosen))
+        chosen = tuple(1 + index for index in spread(count, remaining))
+        for index in chosen:
+            self.layers[index].gradient_checkpointing = True
+        state.plan = Plan(state.positions, estimate_bytes=estimate, checkpointed_layers=len(chosen),
+                          checkpointed=chosen)
         if estimate > self.budget_bytes and not self._warned:
             self._warned = True
             logger.warning("a mini-batch of %d positions keeps about %d MiB of activations even with every layer "

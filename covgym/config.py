@@ -36,9 +36,10 @@ class ModelConfig:
     checkpoint_every_n_layers: int = option(1, "with gradient_checkpointing, recompute only every n-th decoder "
                                                "layer (1: all); the others keep their activations, trading "
                                                "memory back for speed")
-    activation_budget_mb: int = option(DEFAULT_ACTIVATION_BUDGET_MB, "without gradient_checkpointing: activations an update forward may "
-                                             "keep, in MiB; a longer mini-batch checkpoints just enough decoder "
-                                             "layers to fit, measured on the batch (0: no limit)")
+    activation_budget_mb: int = option(
+        DEFAULT_ACTIVATION_BUDGET_MB, "without gradient_checkpointing: activations an update forward may keep, in "
+                                      "MiB; a longer mini-batch checkpoints the fewest decoder layers that fit, "
+                                      "measured on the batch (0: no limit)")
     chat_template: str = option("auto", "render prompts with the tokenizer's chat template: auto, on, off")
     share_prompts: bool = option(True, "run a prompt repeated across its group once and share its KV cache")
     pack_sequences: bool = option(True, "in scoring and updates, pack rows of uneven length side by side so that "

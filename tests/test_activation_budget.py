@@ -38,6 +38,8 @@ def test_the_estimate_counts_a_recomputed_layer_and_each_checkpointed_input():
     # 4 remaining layers, 2 checkpointed: 2 kept (2·100), 2 inputs (2·10), one recomputed in backward (100)
     assert estimated_bytes(50, 100, 10, 4, 2) == 50 + 200 + 20 + 100
     assert estimated_bytes(50, 100, 10, 4, 0) == 50 + 400
+    assert estimated_bytes(50, 100, 10, 4, 1) == 50 + 300 + 10 + 100
+    assert estimated_bytes(50, 100, 10, 4, 4) == 50 + 40 + 100  # all checkpointed: inputs + one recompute
 
 
 def _policy(directory, budget_mb: float):
@@ -67,6 +69,25 @@ def _train_step(policy):
     return log_probs.detach(), entropies.detach(), [p.grad.clone() for p in policy.model.parameters()]
 
 
+def _record_checkpointed_layers(policy) -> list[int]:
+    """Installs the budget and returns a list that fills with the index of each layer run under a checkpoint."""
+    from covgym.activation_budget import decoder_layers
+
+    policy.model.train()
+    budget = policy._active_budget()
+    ran: list[int] = []
+    for index, layer in enumerate(decoder_layers(policy.model)):
+        inner = layer._gradient_checkpointing_func
+
+        def recording(*args, _index=index, _inner=inner, **kwargs):
+            ran.append(_index)
+            return _inner(*args, **kwargs)
+
+        layer._gradient_checkpointing_func = recording
+    assert budget is not None
+    return ran
+
+
 def _checkpoint_flags(policy) -> list[bool]:
     from covgym.activation_budget import decoder_layers
 
@@ -94,12 +115,15 @@ def test_a_tight_budget_checkpoints_layers_and_changes_no_result(four_layer_dir,
     _train_step(unchecked)
     full = unchecked._budget.last.measured_bytes
     policy = _policy(four_layer_dir, fraction * full / 2**20)
+    ran = _record_checkpointed_layers(policy)
     result = _train_step(policy)
     plan = policy._budget.last
     if checkpointed is None:  # in between: some, not all, of the three layers after the first
         assert 1 <= plan.checkpointed_layers < 3 and plan.estimate_bytes <= fraction * full
     else:
         assert plan.checkpointed_layers == checkpointed
+    # the layers the plan names are the ones that ran under a checkpoint, never layer 0 (it measures), spread
+    assert sorted(set(ran)) == list(plan.checkpointed) == [1 + i for i in spread(plan.checkpointed_layers, 3)]
     assert _checkpoint_flags(policy) == [False] * 4  # switched back on the way out: only this forward recomputes
     torch.testing.assert_close(result[0], reference[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(result[1], reference[1], rtol=0, atol=1e-6)
