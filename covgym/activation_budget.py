@@ -78,9 +78,12 @@ class Plan:
 
     positions: int
     estimate_bytes: int = 0
-    checkpointed_layers: int = 0
     measured_bytes: int = 0
     checkpointed: tuple[int, ...] = ()  # indices into ``decoder_layers(model)``
+
+    @property
+    def checkpointed_layers(self) -> int:
+        return len(self.checkpointed)
 
 
 @dataclass
@@ -190,8 +193,7 @@ class ActivationBudget:
         chosen = tuple(1 + index for index in spread(count, remaining))
         for index in chosen:
             self.layers[index].gradient_checkpointing = True
-        state.plan = Plan(state.positions, estimate_bytes=estimate, checkpointed_layers=len(chosen),
-                          checkpointed=chosen)
+        state.plan = Plan(state.positions, estimate_bytes=estimate, checkpointed=chosen)
         if estimate > self.budget_bytes and not self._warned:
             self._warned = True
             logger.warning("a mini-batch of %d positions keeps about %d MiB of activations even with every layer "
