@@ -244,6 +244,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.temperature <= 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
     policy = Policy.from_pretrained(args.model, temperature=args.temperature)
+    from covgym.threads import apply_threads
+
+    apply_threads(0, policy.model, policy.device)  # a small model: one thread, as in training
     spec = EvalSpec(args.env, _parse_json_mapping(args.env_kwargs), args.problems, args.samples, args.seed)
     result = evaluate(policy, spec, SamplingParams(args.temperature, args.top_p, args.max_new_tokens))
     for key, value in result.items():

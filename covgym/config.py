@@ -47,6 +47,9 @@ class ModelConfig:
     generation_backend: str = option("hf", "sampling engine: hf (transformers generate) or vllm (optional extra, "
                                            "GPU; weights pushed after every update)")
     vllm_gpu_memory: float = option(0.3, "share of GPU memory the vLLM engine may take (generation_backend vllm)")
+    threads: int = option(0, "torch CPU threads (0: auto — 1 for models under 30M parameters, which gain nothing "
+                             "from threads and slow down badly on shared cores; torch's default for larger ones; "
+                             "OMP_NUM_THREADS, when set, is respected)")
     fsdp: bool = option(False, "shard the transformer layers' weights, gradients and optimizer state across "
                                "processes (FSDP2; launch with torchrun)")
 
@@ -82,6 +85,8 @@ class OptimConfig:
     ppo_epochs: int = option(1, "passes over each rollout")
     mini_batches: int = option(0, "optimizer steps per pass over a rollout (0: auto — 4 for every algorithm, so "
                                   "methods compared at their defaults get the same update budget)")
+    minibatch_by_group: bool = option(True, "cut mini-batches along prompt groups, so that a prompt repeated "
+                                            "across its group is computed once per update (false: random rows)")
     warmup_steps: int = option(0, "linear learning-rate warm-up, in training steps")
     max_consecutive_skips: int = option(5, "stop after this many consecutive updates skipped as non-finite")
 
@@ -275,6 +280,7 @@ def validate(config: TrainConfig) -> None:
     _check(batch == 0 or o.mini_batches <= batch, "mini_batches",
            f"{o.mini_batches} mini-batches cannot be cut from a rollout of {batch} sequences")
     _check(m.dtype in ("float32", "bfloat16", "float16"), "dtype", f"must be float32/bfloat16/float16, got {m.dtype}")
+    _check(m.threads >= 0, "threads", f"must be >= 0 (0 = auto), got {m.threads}")
     _check(m.activation_budget_mb >= 0, "activation_budget_mb",
            f"must be >= 0 (0: no limit), got {m.activation_budget_mb}")
     _check(m.checkpoint_every_n_layers >= 1, "checkpoint_every_n_layers",

@@ -1,7 +1,11 @@
-"""Held-out evaluation: sample k responses to each test problem and grade them.
+"""Held-out evaluation: sample k responses to each of N distinct test problems and grade them.
 
 Accuracy is mean@k (the expected pass@1 at the rollout temperature); pass@k uses the unbiased estimator of
 Chen et al. (2021) from the n = k samples, which for n = k is "any of the k is correct".
+
+The N problems are distinct (no problem is graded twice in one evaluation): seeds are drawn until N different
+prompts are found. Drawing with replacement from a small held-out set weights some problems twice and others not
+at all, which adds noise to every comparison; distinct problems remove that part of the noise.
 """
 
 from __future__ import annotations
@@ -47,13 +51,12 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
     if spec.problems == 0:
         return {}
     k = spec.samples
-    rng = np.random.default_rng(spec.seed)
-    problem_seeds = rng.integers(0, 2**31 - 1, size=spec.problems).tolist()
+    batch_problems = max(1, min(batch_problems, spec.problems))
+    envs = envs or make_eval_envs(spec, batch_problems * k)
+    problem_seeds = distinct_problem_seeds(envs[0], spec.problems, spec.seed)
     correct_per_problem: list[int] = []
     distinct_correct: list[int] = []
     entropy_sum, token_count, length_sum, sequences = 0.0, 0.0, 0.0, 0
-    batch_problems = max(1, min(batch_problems, spec.problems))
-    envs = envs or make_eval_envs(spec, batch_problems * k)
     for start in range(0, spec.problems, batch_problems):
         seeds = problem_seeds[start:start + batch_problems]
         env_seeds = [s for s in seeds for _ in range(k)]
@@ -79,6 +82,27 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
         "entropy_mean": entropy_sum / max(token_count, 1.0),
         "response_length_mean": length_sum / max(sequences, 1),
     }
+
+
+def distinct_problem_seeds(env: gym.Env, count: int, seed: int, max_draws_per_problem: int = 50) -> list[int]:
+    """``count`` reset seeds of ``env`` whose problems (prompts) are all different, drawn in a fixed order from
+    ``seed``. Raises ``ValueError`` naming the number found when the held-out split has fewer distinct problems."""
+    rng = np.random.default_rng(seed)
+    seeds: list[int] = []
+    seen: set[str] = set()
+    for _ in range(max(count * max_draws_per_problem, 1000)):
+        if len(seeds) == count:
+            return seeds
+        candidate = int(rng.integers(0, 2**31 - 1))
+        prompt, _ = env.reset(seed=candidate)
+        if prompt not in seen:
+            seen.add(prompt)
+            seeds.append(candidate)
+    if len(seeds) == count:
+        return seeds
+    raise ValueError(f"evaluation: the held-out split of {env.spec.id if env.spec else type(env).__name__} gave only "
+                     f"{len(seeds)} distinct problems in {max(count * max_draws_per_problem, 1000)} draws, "
+                     f"fewer than the {count} asked for; lower --eval-problems")
 
 
 def pass_at_k_curve(num_samples: int, correct_per_problem: list[int]) -> dict[str, float]:

@@ -28,9 +28,16 @@ from __future__ import annotations
 from covgym.bench import BenchEnv, BenchSpec
 
 MECHANISM_MODEL = "tiny-digits"
-MATH_STEPS = 150
-#: Methods run on the multi-turn task too (it costs about three times as much per step as the math task).
-AGENTIC_METHODS = ("grpo", "clip_cov", "kl_cov")
+MATH_STEPS = 100  # the quick suite's math runs; --full runs FULL_SCALE times longer (the law needs the low range)
+AGENTIC_STEPS = 40
+FULL_SCALE = 3
+QUICK_SEEDS = tuple(range(10))
+FULL_SEEDS = tuple(range(20))
+#: The quick suite: the core comparison on the math task, and GRPO vs KL-Cov on the multi-turn task.
+QUICK_MATH_METHODS = ("grpo", "clip_cov", "kl_cov")
+AGENTIC_METHODS = ("grpo", "kl_cov")
+EVAL_PROBLEMS = 512  # distinct held-out problems per evaluation (of ≈ 600), each with EVAL_SAMPLES samples
+EVAL_SAMPLES = 16
 
 #: Method label -> the algorithm (``algo``, any ``--algo`` string) and its testbed hyperparameters.
 MECHANISM_METHODS: dict[str, dict] = {
@@ -50,24 +57,29 @@ MECHANISM_METHODS: dict[str, dict] = {
 
 
 def mechanism_spec(full: bool = False, methods: tuple[str, ...] | None = None) -> BenchSpec:
-    """The quick suite (3 seeds; 20.6 minutes on 2 free cores with 2 processes, the CLI's default here) or, with
-    ``full``, runs twice
-    as long on both tasks for every method and 5 seeds; ``methods`` keeps only those of ``MECHANISM_METHODS``."""
-    methods = tuple(MECHANISM_METHODS) if methods is None else tuple(methods)
-    unknown = [m for m in methods if m not in MECHANISM_METHODS]
+    """The quick suite (the core comparison on the math task and GRPO vs KL-Cov on the multi-turn task, 10 seeds,
+    about 15 minutes on 2 free cores) or, with ``full``, every method on both tasks, ``FULL_SCALE`` times longer
+    (long enough for GRPO's entropy to reach the range where the law's exp and a line differ) and 20 seeds.
+    ``methods`` keeps only those of ``MECHANISM_METHODS`` (on both tasks where the suite runs them there)."""
+    unknown = [m for m in methods or () if m not in MECHANISM_METHODS]
     if unknown:
         raise ValueError(f"not a method of the mechanism suite: {', '.join(unknown)} (known: "
                          f"{', '.join(MECHANISM_METHODS)})")
-    scale = 2 if full else 1
+    if methods is None:
+        methods = tuple(MECHANISM_METHODS) if full else tuple(dict.fromkeys(QUICK_MATH_METHODS + AGENTIC_METHODS))
+    methods = tuple(methods)
+    scale = FULL_SCALE if full else 1
     params = {label: dict(MECHANISM_METHODS[label]) for label in methods}
     if "entropy_schedule" in params:
         params["entropy_schedule"]["entropy_schedule_steps"] = MATH_STEPS * scale
-    agentic = tuple(m for m in AGENTIC_METHODS if m in methods)
+    agentic = None if full else tuple(m for m in methods if m in AGENTIC_METHODS)  # math: every method
     envs = (BenchEnv("covgym/DigitSum-v0", steps=MATH_STEPS * scale, max_new_tokens=10),
-            BenchEnv("covgym/DigitSumFeedback-v0", steps=50 * scale, max_new_tokens=10, prompts_per_step=8,
-                     eval_problems=128, methods=None if full else (agentic or None)))
+            BenchEnv("covgym/DigitSumFeedback-v0", steps=AGENTIC_STEPS * scale, max_new_tokens=10,
+                     prompts_per_step=8, env_kwargs={"max_turns": 2}, methods=agentic))
+    if agentic == ():
+        envs = envs[:1]
     return BenchSpec(suite="mechanism-full" if full else "mechanism", methods=methods,
-                     seeds=(0, 1, 2, 3, 4) if full else (0, 1, 2), envs=envs, method_params=params,
-                     model=MECHANISM_MODEL, lr=5e-4, prompts_per_step=16, group_size=8, mini_batches=4,
-                     eval_problems=256, eval_samples=16, save_every=50, final_window=10, baseline="grpo",
-                     law_window=10, entropy_dynamics_every=5)
+                     seeds=FULL_SEEDS if full else QUICK_SEEDS, envs=envs, method_params=params,
+                     model=MECHANISM_MODEL, lr=5e-4, prompts_per_step=16, group_size=8, mini_batches=2,
+                     eval_problems=EVAL_PROBLEMS, eval_samples=EVAL_SAMPLES, save_every=50, final_window=10,
+                     baseline="grpo", law_window=5, entropy_dynamics_every=5)

@@ -26,7 +26,7 @@ import torch
 
 TINY_MODEL_ALIAS = "tiny"
 _SPEC_VERSION = 2  # bump when the build procedure changes, so old caches are not reused
-RECIPE_VERSIONS = {"digit_sum": 2}  # bump when a recipe's demonstrations change (task defaults, split)
+RECIPE_VERSIONS = {"digit_sum": 3}  # bump when a recipe's demonstrations change (task defaults, split)
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,10 @@ def ensure_tiny_model(spec: TinyModelSpec | None = None, show_progress: bool = T
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     model = build_untrained(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-    supervised_warm_start(model, tokenizer, spec, show_progress)
+    from covgym.threads import auto_threads, limited_threads
+
+    with limited_threads(auto_threads(sum(p.numel() for p in model.parameters()))):  # a tiny model: one thread
+        supervised_warm_start(model, tokenizer, spec, show_progress)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         model.save_pretrained(staging)

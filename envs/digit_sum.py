@@ -30,12 +30,25 @@ from covgym.envs.grading import Grade
 
 _ATTEMPT = re.compile(r"^\s*(\d(?:\+\d){1,7})\s*$")
 MIN_SOLUTIONS = 3  # problems with fewer correct answers are not drawn: there would be nothing to collapse
+#: Share of problems held out. With up to two banned digits there are 1,424 problems; this holds out ≈ 40 % of them
+#: (the number is exact and tested), so that one evaluation can grade ≥ 500 distinct problems, each once.
+TEST_FRACTION = 0.4
+
+
+def banned_set(banned: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
+    """The banned digits as a sorted tuple (a single digit and ``None`` are accepted as older problems wrote them)."""
+    if banned is None:
+        return ()
+    if isinstance(banned, int):
+        return (banned,)
+    return tuple(sorted(int(d) for d in banned))
 
 
 @lru_cache(maxsize=None)
-def solutions(target: int, terms: int, banned: int | None) -> tuple[str, ...]:
-    """Every correct answer (ordered tuples of digits 1–9, ``banned`` excluded, summing to ``target``)."""
-    digits = [d for d in range(1, 10) if d != banned]
+def solutions(target: int, terms: int, banned: int | tuple[int, ...] | None) -> tuple[str, ...]:
+    """Every correct answer (ordered tuples of digits 1–9, the ``banned`` ones excluded, summing to ``target``)."""
+    excluded = banned_set(banned)
+    digits = [d for d in range(1, 10) if d not in excluded]
     return tuple("+".join(map(str, combo)) for combo in itertools.product(digits, repeat=terms)
                  if sum(combo) == target)
 
@@ -54,7 +67,7 @@ def check(text: str, problem: Problem) -> tuple[bool, str]:
         return False, "write digits joined by +"
     if len(digits) != meta["terms"]:
         return False, f"use {meta['terms']} digits"
-    if 0 in digits or meta["banned"] in digits:
+    if 0 in digits or set(digits) & set(banned_set(meta["banned"])):
         return False, "digit not allowed"
     total = sum(digits)
     return total == meta["target"], f"sum is {total}"
@@ -63,37 +76,47 @@ def check(text: str, problem: Problem) -> tuple[bool, str]:
 class _DigitSumProblems:
     """Problem drawing shared by both tasks: target, number of digits and one banned digit (or none)."""
 
-    def _init_problems(self, terms: tuple[int, ...], ban_digit: bool) -> None:
+    def _init_problems(self, terms: tuple[int, ...], ban_digit: bool, max_banned: int) -> None:
         terms = tuple(int(t) for t in terms)
         if not terms or any(not 2 <= t <= 6 for t in terms):
             raise ValueError(f"terms must be a non-empty list of integers in 2..6, got {terms}")
-        self.terms, self.ban_digit = terms, bool(ban_digit)
+        if int(max_banned) not in (1, 2):
+            raise ValueError(f"max_banned must be 1 or 2, got {max_banned}")
+        self.terms, self.ban_digit, self.max_banned = terms, bool(ban_digit), int(max_banned)
+
+    def _draw_banned(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """One in ten problems bans nothing; the others ban one digit, or (``max_banned=2``) one or two digits."""
+        if not self.ban_digit or rng.random() < 0.1:
+            return ()
+        count = 1 if self.max_banned == 1 else int(rng.integers(1, 3))
+        return tuple(sorted(int(d) for d in rng.choice(np.arange(1, 10), size=count, replace=False)))
 
     def generate_problem(self, rng: np.random.Generator) -> Problem:
         while True:
             terms = int(rng.choice(self.terms))
             target = int(rng.integers(terms, 9 * terms + 1))
-            banned = int(rng.integers(0, 10)) if self.ban_digit else 0  # 0: no digit banned
-            banned_digit = banned or None
-            answers = solutions(target, terms, banned_digit)
+            banned = self._draw_banned(rng)
+            answers = solutions(target, terms, banned)
             if len(answers) >= MIN_SOLUTIONS:
                 break
-        rule = f", no {banned}" if banned_digit else ""
+        rule = f", no {' or '.join(map(str, banned))}" if banned else ""
         prompt = f"{target} from {terms} digits{rule}:"
         return Problem(prompt=prompt, answer=answers[0],
-                       metadata={"target": target, "terms": terms, "banned": banned_digit,
+                       metadata={"target": target, "terms": terms, "banned": banned or None,
                                  "num_solutions": len(answers)})
 
     def split_key(self, problem: Problem) -> str:
-        """Target, digit count and banned digit: the same key in both tasks (their prompts are worded differently),
-        so a problem held out of one task is held out of the other, and of the warm start that learns from both."""
+        """Target, digit count and banned digits: the same key in both tasks (their prompts are worded
+        differently), so a problem held out of one task is held out of the other, and of the warm start that
+        learns from both. (A single banned digit keys as ``(5,)``.)"""
         meta = problem.metadata
-        return f"digit-sum {meta['target']} {meta['terms']} {meta['banned']}"
+        banned = banned_set(meta["banned"])
+        return f"digit-sum {meta['target']} {meta['terms']} {banned if banned else None}"
 
     def sample_solution(self, problem: Problem, rng: np.random.Generator) -> str:
         """A uniformly random correct answer (for warm-start demonstrations)."""
         meta = problem.metadata
-        answers = solutions(meta["target"], meta["terms"], meta["banned"])
+        answers = solutions(meta["target"], meta["terms"], banned_set(meta["banned"]))
         return answers[int(rng.integers(len(answers)))]
 
     def sample_near_miss(self, problem: Problem, rng: np.random.Generator) -> str:
@@ -103,7 +126,7 @@ class _DigitSumProblems:
         for _ in range(100):
             index, delta = int(rng.integers(len(digits))), int(rng.choice([-2, -1, 1, 2]))
             value = digits[index] + delta
-            if 1 <= value <= 9 and value != meta["banned"]:
+            if 1 <= value <= 9 and value not in banned_set(meta["banned"]):
                 digits[index] = value
                 return "+".join(map(str, digits))
         return "+".join(map(str, digits[:-1] + [digits[-1] % 9 + 1]))
@@ -134,10 +157,10 @@ class DigitSumEnv(_DigitSumProblems, SingleTurnEnv):
     - v0: first version.
     """
 
-    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True,
-                 test_fraction: float = 0.3, **kwargs: Any) -> None:
+    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True, max_banned: int = 2,
+                 test_fraction: float = TEST_FRACTION, **kwargs: Any) -> None:
         super().__init__(test_fraction=test_fraction, **kwargs)
-        self._init_problems(tuple(terms), ban_digit)
+        self._init_problems(tuple(terms), ban_digit, max_banned)
 
     def grade(self, response: str, problem: Problem) -> Grade:
         correct, verdict = check(response, problem)
@@ -175,10 +198,10 @@ class DigitSumFeedbackEnv(_DigitSumProblems, MultiTurnEnv):
 
     stop_strings = ("\n",)
 
-    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True, max_turns: int = 3,
-                 test_fraction: float = 0.3, **kwargs: Any) -> None:
+    def __init__(self, terms: tuple[int, ...] | list[int] = (2, 3), ban_digit: bool = True, max_banned: int = 2,
+                 max_turns: int = 3, test_fraction: float = TEST_FRACTION, **kwargs: Any) -> None:
         super().__init__(max_turns=max_turns, test_fraction=test_fraction, **kwargs)
-        self._init_problems(tuple(terms), ban_digit)
+        self._init_problems(tuple(terms), ban_digit, max_banned)
 
     def generate_problem(self, rng: np.random.Generator) -> Problem:
         problem = super().generate_problem(rng)
@@ -203,7 +226,7 @@ class DigitSumFeedbackEnv(_DigitSumProblems, MultiTurnEnv):
         gap = meta["target"] - sum(digits)
         for index in reversed(range(len(digits))):
             value = digits[index] + gap
-            if 1 <= value <= 9 and value != meta["banned"]:
+            if 1 <= value <= 9 and value not in banned_set(meta["banned"]):
                 fixed = list(digits)
                 fixed[index] = value
                 return "+".join(map(str, fixed))

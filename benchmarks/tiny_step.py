@@ -1,0 +1,189 @@
+"""One step of the mechanism testbed (tiny-digits on DigitSum) against its arithmetic floor, quiet and under load.
+
+For each variant, in a fresh process: the step's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` over one
+whole training step: sampling, scoring, the update's forwards and backwards, the entropy probe), the median
+seconds of a step and of its phases over ``--steps`` steps after ``--warmup``, and the floor: FLOPs divided by
+the best float32 matmul rate of one core here (a 1024² product on one thread). The ratio time / floor says how
+far a step is from what its arithmetic alone costs; the FLOPs say how much arithmetic a unit of evidence costs.
+
+Variants:
+- ``before``: mini-batches of random rows (each recomputes most of its rows' prompts), torch's default threads.
+- ``before-1thread``: the same with one thread.
+- ``after``: mini-batches cut by prompt group (prefix sharing computes each prompt once per mini-batch) and
+  covgym's automatic threads (one, for a model this small) — the defaults now.
+
+Each runs quiet and ``--busy``: beside a second process that keeps both cores busy with float32 matmuls (what
+another run, a test suite or a browser does to a laptop). The per-run FLOPs of the quick suite's configuration
+(steps × step FLOPs + two evaluations) are reported too.
+
+Usage::
+
+    python benchmarks/tiny_step.py [--steps 12] [--warmup 3] [--out benchmarks/results/tiny_step.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS = {"before": {"minibatch_by_group": False, "threads": 2},
+            "before-1thread": {"minibatch_by_group": False, "threads": 1},
+            "after": {"minibatch_by_group": True, "threads": 0}}
+
+
+def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
+    import torch
+
+    with_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    torch.set_num_threads(with_threads)
+    return 2.0 * size**3 / best
+
+
+def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int) -> Any:
+    from covgym.mechanism import mechanism_spec
+    from covgym.bench import run_dir_for
+    import dataclasses
+
+    spec = mechanism_spec()
+    env = spec.envs[0]
+    config = spec.run_config(env, "grpo", 0, Path(run_dir))
+    return config.replace(
+        eval_problems=0, save_every=0,
+        model=dataclasses.replace(config.model, threads=threads),
+        optim=dataclasses.replace(config.optim, minibatch_by_group=minibatch_by_group)), spec
+
+
+def worker(variant: str, steps: int, warmup: int, out: str) -> None:
+    """Runs in its own process: thread settings take effect before any work."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from covgym.trainer import Trainer, resolve_config
+
+    settings = VARIANTS[variant]
+    with tempfile.TemporaryDirectory() as run_dir:
+        config, spec = testbed_config(run_dir, **settings)
+        trainer = Trainer(config)
+        threads = torch.get_num_threads()
+        rows = []
+        for step in range(1, warmup + steps + 1):
+            record = trainer.train_step(step)
+            if step > warmup:
+                rows.append(record)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            trainer.train_step(warmup + steps + 1)
+        step_flops = counter.get_total_flops()
+        eval_config = resolve_config(spec.run_config(spec.envs[0], "grpo", 0, Path(run_dir)))
+        eval_flops = None
+        if variant == "after":  # one held-out evaluation of the quick suite's size, counted once
+            from covgym.evaluation import EvalSpec, evaluate
+
+            eval_spec = EvalSpec(eval_config.env.env, dict(eval_config.env.env_kwargs), eval_config.eval_problems,
+                                 eval_config.eval_samples, seed=1)
+            counter = FlopCounterMode(display=False)
+            started = time.perf_counter()
+            with counter:
+                evaluate(trainer.policy, eval_spec, trainer.sampling)
+            eval_flops, eval_seconds = counter.get_total_flops(), time.perf_counter() - started
+    median = {key: statistics.median(r[key] for r in rows)
+              for key in ("time_step_s", "time_generate_s", "time_update_s", "time_score_s", "time_env_s")}
+    payload = {"variant": variant, **settings, "torch_threads": threads, "steps_timed": len(rows),
+               "step_flops": step_flops, **median, "one_core_matmul_flops_per_s": one_core_matmul_rate(),
+               "quick_suite_steps": eval_config.steps}
+    if eval_flops is not None:
+        payload.update(eval_flops=eval_flops, eval_seconds=eval_seconds, eval_problems=eval_config.eval_problems,
+                       eval_samples=eval_config.eval_samples)
+    Path(out).write_text(json.dumps(payload))
+
+
+def busy_process() -> subprocess.Popen:
+    code = ("import torch\ntorch.set_num_threads(2)\na=torch.randn(1024,1024)\nwhile True:\n    a@a\n")
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def run_variant(variant: str, steps: int, warmup: int, busy: bool) -> dict[str, Any]:
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the variant chooses threads
+    with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+        load = list(os.getloadavg())
+        neighbour = busy_process() if busy else None
+        try:
+            if neighbour is not None:
+                time.sleep(2.0)
+            subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(steps), "--warmup",
+                            str(warmup), "--result", handle.name], check=True, env=environment)
+        finally:
+            if neighbour is not None:
+                neighbour.kill()
+                neighbour.wait()
+        result = json.loads(Path(handle.name).read_text())
+    result.update(condition="busy" if busy else "quiet", load_average_at_start=load)
+    floor = result["step_flops"] / result["one_core_matmul_flops_per_s"]
+    result.update(floor_s=floor, ratio_to_floor=result["time_step_s"] / floor)
+    return result
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    lines = ["| variant | condition | threads | step GFLOP | step s (median) | generate s | update s | floor s | "
+             "time / floor |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['step_flops'] / 1e9:.2f} | "
+                     f"{r['time_step_s']:.3f} | {r['time_generate_s']:.3f} | {r['time_update_s']:.3f} | "
+                     f"{r['floor_s']:.3f} | {r['ratio_to_floor']:.1f}× |")
+    after = next((r for r in rows if "eval_flops" in r), None)
+    if after is not None:
+        per_run = after["quick_suite_steps"] * after["step_flops"] + 2 * after["eval_flops"]
+        before = next(r for r in rows if r["variant"] == "before")
+        per_run_before = after["quick_suite_steps"] * before["step_flops"] + 2 * after["eval_flops"]
+        lines.append(f"\nOne evaluation ({after['eval_problems']} distinct problems × {after['eval_samples']} "
+                     f"samples): {after['eval_flops'] / 1e9:.1f} GFLOP, {after['eval_seconds']:.1f} s. One quick-suite"
+                     f" run ({after['quick_suite_steps']} steps + 2 evaluations): {per_run / 1e9:.0f} GFLOP "
+                     f"(random-row mini-batches: {per_run_before / 1e9:.0f} GFLOP).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--conditions", default="quiet,busy")
+    parser.add_argument("--out", default="benchmarks/results/tiny_step.json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.steps, args.warmup, args.result)
+        return
+    from covgym.mechanism import MECHANISM_MODEL
+    from covgym.model_sources import resolve_model
+
+    resolve_model(MECHANISM_MODEL)  # built once, before anything is timed
+    rows = [run_variant(variant, args.steps, args.warmup, condition == "busy")
+            for condition in args.conditions.split(",") for variant in args.variants.split(",")]
+    table = render(rows)
+    print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
+                                          "cpu_count": os.cpu_count()}, indent=2))
+    Path(args.out).with_suffix(".md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
