@@ -74,7 +74,12 @@ def paired_t_power(effect: float, sd: float, n: float, alpha: float = ALPHA) -> 
     if sd == 0.0:
         return 1.0 if effect != 0.0 else alpha
     noncentrality = abs(effect) * math.sqrt(n) / sd
-    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+    upper = float(stats.nct.sf(critical, df, noncentrality))
+    lower = float(stats.nct.cdf(-critical, df, noncentrality))
+    if not math.isfinite(lower):  # scipy's nct gives nan far in the tail; the tail is below P(T < 0) = Φ(−δ)
+        lower = 0.0 if stats.norm.cdf(-noncentrality) < 1e-12 else math.nan
+    total = upper + lower
+    return min(1.0, total) if math.isfinite(total) else math.nan
 
 
 def minimum_detectable_effect(sd: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float | None:
@@ -89,7 +94,10 @@ def minimum_detectable_effect(sd: float, n: int, power: float = POWER, alpha: fl
     upper = 1.0
     while paired_t_power(upper, 1.0, n, alpha) < power:  # power → 1 as the effect grows, for any n ≥ 2
         upper *= 2.0
-    standardized = brentq(lambda d: paired_t_power(d, 1.0, n, alpha) - power, 0.0, upper, xtol=1e-10)
+    try:
+        standardized = brentq(lambda d: paired_t_power(d, 1.0, n, alpha) - power, 0.0, upper, xtol=1e-10)
+    except ValueError:  # a nan from scipy's noncentral t: no answer rather than a crash of the summary
+        return None
     return float(standardized * sd)
 
 
@@ -106,7 +114,10 @@ def seeds_needed(effect: float, sd: float, power: float = POWER, alpha: float = 
         return 2
     if paired_t_power(effect, sd, max_seeds, alpha) < power:
         return None
-    root = brentq(lambda n: paired_t_power(effect, sd, n, alpha) - power, 2.0, float(max_seeds), xtol=1e-6)
+    try:
+        root = brentq(lambda n: paired_t_power(effect, sd, n, alpha) - power, 2.0, float(max_seeds), xtol=1e-6)
+    except ValueError:  # a nan from scipy's noncentral t
+        return None
     n = max(2, math.ceil(root))
     while n > 2 and paired_t_power(effect, sd, n - 1, alpha) >= power:
         n -= 1
