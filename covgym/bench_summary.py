@@ -253,7 +253,7 @@ def paired_comparisons(runs: list[dict[str, Any]], baseline: str, target_effects
 
 
 def _p_text(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def verdict(comparison: dict[str, Any], method: str, baseline: str) -> str:
@@ -265,7 +265,9 @@ def verdict(comparison: dict[str, Any], method: str, baseline: str) -> str:
         return f"too few shared seeds to test (n = {n})"
     if comparison["significant"]:
         sign = ">" if comparison["mean"] > 0 else "<"
-        return f"{method} {sign} {baseline} (Holm p = {_p_text(comparison['p_holm'])})"
+        return f"{method} {sign} {baseline} (Holm {_p_text(comparison['p_holm'])})"
+    if comparison["sd"] == 0 and comparison["mean"] == 0:
+        return "identical on every seed"
     return f"no detectable difference at this power (MDE ±{comparison['mde']:.3g})"
 
 
@@ -324,8 +326,9 @@ def power_tables(paired: dict[str, dict[str, dict[str, Any]]], baseline: str, k:
         target = first.get("target_effect")
         target_text = f"±{target:g}" if target is not None else "target"
         lines += [f"Δ {labels[metric]} vs {baseline}: paired t-test, Holm over {first.get('family_size', 0)} "
-                  f"methods, MDE at {first['power']:.0%} power", "",
-                  f"| method | n | Δ [95 % CI] | p | Holm p | MDE | seeds for Δ | seeds for {target_text} | verdict |",
+                  f"methods, MDE at {first['power'] * 100:.0f} % power", "",
+                  f"| method | n | Δ [95 % CI] | p | Holm p | MDE | seeds for Δ | seeds for {target_text} "
+                  f"| verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for method, diffs in paired.items():
             d = diffs[metric]
@@ -366,7 +369,8 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
         lines += ["", *law_tables(methods)]
         paired = (comparisons or {}).get(env, {})
         if paired:
-            lines += ["", f"Seed-paired difference from {baseline} (mean [95 % CI]):", "",
+            lines += ["", f"Seed-paired difference from {baseline} (mean [95 % CI]; * survives Holm at "
+                          f"α = 0.05):", "",
                       f"| method | Δ final H | Δ pass@1 | Δ pass@{k} | Δ distinct correct |", "|---|---|---|---|---|"]
             for method, diffs in paired.items():
                 cells = [f"| {method}"]
@@ -377,7 +381,8 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
                     elif d["half_width"] is None:
                         cells.append(f"{d['mean']:+.3f}")
                     else:
-                        cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+                        mark = "*" if d.get("significant") else ""
+                        cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{mark}")
                 lines.append(" | ".join(cells) + " |")
             lines += ["", *power_tables(paired, baseline, k)]
         blocks.append("\n".join(lines))
@@ -385,8 +390,9 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
              f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem; after − before is paired by seed. Only complete runs are averaged. "
              f"H: training token entropy, mean of the first 3 and the last {options.final_window} steps; H ratio = "
              f"last / first. target gap: for the entropy-following controls, mean |target − achieved entropy| per step. distinct correct: distinct correct answers per held-out problem among its n samples. "
-             f"Law: R = −a·exp(H) + b, the best line R = c·H + d and the saturating power law R = b − a·H^c fitted "
-             f"on the same (windowed) training points; ΔAIC = AIC(rival) − AIC(exp), > 0 favours exp; wins: seeds on "
+             f"Law: R = −a·exp(H) + b, the best line R = c·H + d and the saturating power law R = b − a·H^c "
+             f"fitted on the same (windowed) training points; ΔAIC = AIC(rival) − AIC(exp), > 0 favours exp; "
+             f"wins: seeds on "
              f"which each model has the lowest AIC / forecast RMSE (exp/line/power). Forecast: fitted on the first "
              f"half of the run, RMSE and R² on the rest. Power: paired t-test on the seed-paired differences, Holm "
              f"over the methods compared with {baseline} per metric; MDE: the difference the test detects with 80 % "
