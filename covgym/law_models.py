@@ -20,6 +20,7 @@ the residual variance (exp 2 + 1, line 2 + 1, power 3 + 1).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -85,7 +86,7 @@ def _initial_guess(model: LawModel, h: np.ndarray, r: np.ndarray) -> tuple[list[
 def fit_law(model: LawModel, h: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Least-squares parameters of ``model`` on the points (nan for each where the fit fails or is
     underdetermined: fewer points than parameters + 1, or no spread in entropy)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     failed = np.full(len(model.params), np.nan)
     if h.size < len(model.params) + 1 or np.ptp(h) == 0 or not (np.all(np.isfinite(h)) and np.all(np.isfinite(r))):
@@ -95,7 +96,9 @@ def fit_law(model: LawModel, h: np.ndarray, r: np.ndarray) -> np.ndarray:
         return failed
     p0, bounds = start
     try:
-        params, _ = curve_fit(model.function, h, r, p0=p0, bounds=bounds, maxfev=20000)
+        with warnings.catch_warnings():  # "covariance could not be estimated": only the parameters are used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(model.function, h, r, p0=p0, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError, np.linalg.LinAlgError):
         return np.asarray(p0, dtype=float)  # the start is itself an (exact or profiled) least-squares fit
     params = np.asarray(params, dtype=float)
