@@ -351,3 +351,17 @@ def test_law_wins_are_counted_per_method():
                                "forecast": {"exp": 2, "linear": 0, "power": 1}}
     assert row["law_delta_aic_linear"]["n"] == 3 and row["law_forecast_rmse"]["n"] == 3
     json.dumps(runs)  # model names are strings, every number finite or None
+
+
+def test_a_difference_significant_alone_but_not_after_holm_gets_no_verdict():
+    from covgym.bench_summary import paired_comparisons
+
+    gains = {"a": [0.10, 0.03, 0.08, 0.0, 0.06], "b": [0.09, 0.03, 0.07, 0.0, 0.10]}
+    runs = [{"env": "E", "method": "grpo", "seed": s, "accuracy": 0.5} for s in range(5)]
+    runs += [{"env": "E", "method": m, "seed": s, "accuracy": 0.5 + g} for m, gain in gains.items()
+             for s, g in enumerate(gain)]
+    result = paired_comparisons(runs, "grpo")["E"]
+    for method in gains:
+        comparison = result[method]["accuracy"]
+        assert comparison["p_value"] < 0.05 < comparison["p_holm"]  # each alone would pass; two tests together not
+        assert not comparison["significant"] and comparison["verdict"].startswith("no detectable difference")

@@ -159,3 +159,17 @@ def test_a_failed_fit_is_nan_not_an_exception(monkeypatch):
     monkeypatch.setattr("scipy.optimize.curve_fit", broken)
     result = law_comparison(entropy, reward)  # falls back on the least-squares start, which is exact here
     assert result["law_a"] == pytest.approx(0.12, abs=0.01) and math.isfinite(result["law_forecast_rmse_power"])
+
+
+def test_forecast_is_fitted_on_the_first_half_only():
+    entropy, reward = _noisy("exp", 3, sigma=0.02, points=20)
+    reward[10:] += 0.1  # the end departs from the law: a forecast that saw it would not miss it
+    design = np.stack([-np.exp(entropy[:10]), np.ones(10)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, reward[:10], rcond=None)
+    slope, intercept = np.polyfit(entropy[:10], reward[:10], 1)
+    result = law_comparison(entropy, reward)
+    assert result["law_forecast_points"] == 10
+    expected = np.sqrt(np.mean((reward[10:] - b + a * np.exp(entropy[10:])) ** 2))
+    assert result["law_forecast_rmse"] == pytest.approx(expected)
+    assert result["law_forecast_rmse_linear"] == pytest.approx(
+        np.sqrt(np.mean((reward[10:] - slope * entropy[10:] - intercept) ** 2)))
