@@ -9,7 +9,8 @@ Per run:
 - ``entropy_auc``: trapezoidal area under ``entropy_mean`` against the step (nats·steps).
 - ``entropy_below_step``: the first step whose ``entropy_mean`` is below the threshold (``None``: never). With
   ``relative=True`` the threshold is a fraction of the run's first-step entropy.
-- ``law_a``, ``law_b``, ``law_r2``: the fit of ``R = −a·exp(H) + b`` to the run's (entropy, reward) points.
+- ``law_a``, ``law_b``, ``law_r2``: the fit of ``R = −a·exp(H) + b`` to the run's (entropy, reward) points; with
+  the line and the saturating power law, their AIC and their forecasts (``covgym.statistics.law_comparison``).
 - ``accuracy`` (mean@k, the expected pass@1) and ``pass_at_k`` from the final held-out evaluation (the last
   record holding ``eval_accuracy``).
 - ``accuracy_before``: held-out accuracy before training, when the caller adds it to the summary.
@@ -30,7 +31,13 @@ import numpy as np
 METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max", "initial_entropy",
            "final_entropy", "entropy_ratio", "entropy_auc", "entropy_below_step", "distinct_correct_before",
            "distinct_correct", "law_a", "law_b", "law_r2", "law_r2_linear", "law_forecast_r2",
-           "law_forecast_r2_linear", "target_gap", "accuracy_gain", "pass_at_max_gain", "wall_time_s")
+           "law_forecast_r2_linear", "target_gap", "accuracy_gain", "pass_at_max_gain", "wall_time_s",
+           # the law against its rivals (covgym.law_models): in-sample AIC and the forecast of the run's end
+           "law_r2_power", "law_power_c", "law_delta_aic_linear", "law_delta_aic_power", "law_forecast_r2_power",
+           "law_forecast_rmse", "law_forecast_rmse_linear", "law_forecast_rmse_power",
+           "law_delta_forecast_rmse_linear", "law_delta_forecast_rmse_power")
+#: The law models compared, in table order; ``law_best_aic`` / ``law_best_forecast`` of a run name one of them.
+LAW_MODELS = ("exp", "linear", "power")
 INITIAL_WINDOW = 3  # steps averaged into ``initial_entropy``
 #: Per-step targets logged by the entropy-following controls: the entropy the step's update aims to leave.
 ENTROPY_TARGET_KEYS = ("entropy_target_target", "entropy_schedule_target")
@@ -136,7 +143,8 @@ def summarize_run(records: list[dict[str, Any]], options: SummaryOptions = Summa
               if _finite(r.get("entropy_mean")) and _finite(r.get("reward_mean"))]
     if len(paired) >= 3 and np.ptp([h for h, _ in paired]) > 0:
         law = law_comparison([h for h, _ in paired], [r for _, r in paired], window=law_window)
-        summary.update({key: float(value) if _finite(value) else None for key, value in law.items()})
+        summary.update({key: value if isinstance(value, str) else float(value) if _finite(value) else None
+                        for key, value in law.items()})
     evaluated = [r for r in records if _finite(r.get("eval_accuracy"))]
     summary["pass_at_k"] = {}
     if evaluated:
@@ -172,7 +180,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     """``{env: {method: {metric: spread}}}`` over seeds, from per-run summaries holding ``env`` and ``method``.
 
     Methods and envs keep the order in which they first appear in ``runs``; failed runs count in ``failed``.
-    ``pass_at_k_curve`` holds the spread of pass@k per k (over the seeds that have it).
+    ``pass_at_k_curve`` holds the spread of pass@k per k (over the seeds that have it); ``law_wins`` counts the
+    seeds on which each law model has the lowest AIC (``aic``) and the lowest forecast RMSE (``forecast``).
     """
     table: dict[str, dict[str, dict[str, Any]]] = {}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -184,6 +193,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
         row["seeds"] = [m.get("seed") for m in done]
         row["failed"] = [m.get("seed") for m in members if m.get("status") == "failed"]
         row["partial"] = [m.get("seed") for m in members if m.get("status") == "partial"]
+        row["law_wins"] = {criterion: {model: sum(m.get(f"law_best_{criterion}") == model for m in done)
+                                       for model in LAW_MODELS} for criterion in ("aic", "forecast")}
         ks = {m.get("k") for m in done if m.get("k") is not None}
         row["k"] = ks.pop() if len(ks) == 1 else None
         for key in ("pass_at_k", "pass_at_k_before"):
@@ -195,12 +206,24 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
 
 #: Per-run metrics compared seed by seed against the baseline method.
 PAIRED_METRICS = ("final_entropy", "accuracy", "pass_at_max", "distinct_correct")
+#: The effect each comparison is planned for ("seeds for ±target" in the tables): 0.05 in pass@1 and pass@k, 0.05
+#: nats of final entropy, a quarter of a distinct correct answer per problem. Callers may pass others.
+TARGET_EFFECTS = {"final_entropy": 0.05, "accuracy": 0.05, "pass_at_max": 0.05, "distinct_correct": 0.25}
 
 
-def paired_comparisons(runs: list[dict[str, Any]], baseline: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{env: {method: {metric: paired difference}}}``: each method minus ``baseline`` on the same seeds."""
+def paired_comparisons(runs: list[dict[str, Any]], baseline: str, target_effects: dict[str, float] | None = None,
+                       alpha: float = 0.05, power: float = 0.8) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{env: {method: {metric: comparison}}}``: each method minus ``baseline`` on the same seeds.
+
+    A comparison is ``statistics.paired_difference`` (mean, 95 % t-interval, seeds, differences) plus
+    ``power.power_summary`` (p-value, sd, MDE, seeds needed for the observed and the target effect) and, over the
+    family of all methods compared with the baseline on that metric and env, ``p_holm``, ``significant``
+    (Holm p ≤ ``alpha``) and a one-line ``verdict``.
+    """
+    from covgym.power import holm, power_summary
     from covgym.statistics import paired_difference
 
+    targets = {**TARGET_EFFECTS, **(target_effects or {})}
     by_cell: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for run in runs:
         if run.get("status", "complete") == "complete":
@@ -210,11 +233,42 @@ def paired_comparisons(runs: list[dict[str, Any]], baseline: str) -> dict[str, d
         base = by_cell.get((env, baseline))
         if method == baseline or base is None:
             continue
-        result.setdefault(env, {})[method] = {
-            metric: paired_difference({s: r.get(metric) for s, r in seeds.items()},
-                                      {s: r.get(metric) for s, r in base.items()})
-            for metric in PAIRED_METRICS}
+        row = {}
+        for metric in PAIRED_METRICS:
+            diff = paired_difference({s: r.get(metric) for s, r in seeds.items()},
+                                     {s: r.get(metric) for s, r in base.items()})
+            row[metric] = {**diff, **power_summary(diff["differences"], targets.get(metric), power, alpha)}
+        result.setdefault(env, {})[method] = row
+    for methods in result.values():
+        for metric in PAIRED_METRICS:
+            names = list(methods)
+            adjusted = holm([methods[name][metric]["p_value"] for name in names])
+            for name, p_holm in zip(names, adjusted):
+                comparison = methods[name][metric]
+                comparison["p_holm"] = p_holm
+                comparison["family_size"] = sum(p is not None for p in adjusted)
+                comparison["significant"] = p_holm is not None and p_holm <= alpha
+                comparison["verdict"] = verdict(comparison, name, baseline)
     return result
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def verdict(comparison: dict[str, Any], method: str, baseline: str) -> str:
+    """What a comparison supports, in words: a Holm-significant direction, or no detectable difference next to
+    the effect these seeds could have detected (an absent effect and an underpowered design read alike
+    otherwise)."""
+    n = comparison["n"]
+    if n < 2:
+        return f"too few shared seeds to test (n = {n})"
+    if comparison["significant"]:
+        sign = ">" if comparison["mean"] > 0 else "<"
+        return f"{method} {sign} {baseline} (Holm {_p_text(comparison['p_holm'])})"
+    if comparison["sd"] == 0 and comparison["mean"] == 0:
+        return "identical on every seed"
+    return f"no detectable difference at this power (MDE ±{comparison['mde']:.3g})"
 
 
 def _cell(stat: dict[str, Any], digits: int) -> str:
@@ -232,6 +286,60 @@ def _threshold_cell(stat: dict[str, Any], seeds: int) -> str:
         return "never"
     text = _cell(stat, 0)
     return text if stat["n"] == seeds else f"{text} ({stat['n']}/{seeds})"
+
+
+def _wins(row: dict[str, Any], criterion: str) -> str:
+    counts = row.get("law_wins", {}).get(criterion, {})
+    return "/".join(str(counts.get(model, 0)) for model in LAW_MODELS)
+
+
+def law_tables(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown lines: the three law models fitted on all points (R², ΔAIC, AIC wins), then their forecasts."""
+    lines = ["| method | R² exp | R² line | R² power | power c | ΔAIC line − exp | ΔAIC power − exp | "
+             "AIC wins exp/line/power | a | b |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, row in methods.items():
+        lines.append(" | ".join([f"| {method}"] + [_cell(row[m], 2) for m in (
+            "law_r2", "law_r2_linear", "law_r2_power", "law_power_c", "law_delta_aic_linear", "law_delta_aic_power")]
+            + [_wins(row, "aic"), _cell(row["law_a"], 3), _cell(row["law_b"], 3)]) + " |")
+    lines += ["", "| method | forecast RMSE exp | RMSE line | RMSE power | forecast R² exp | R² line | R² power | "
+              "forecast wins exp/line/power |", "|---|---|---|---|---|---|---|---|"]
+    for method, row in methods.items():
+        lines.append(" | ".join([f"| {method}"] + [_cell(row[m], 3) for m in (
+            "law_forecast_rmse", "law_forecast_rmse_linear", "law_forecast_rmse_power")]
+            + [_cell(row[m], 2) for m in ("law_forecast_r2", "law_forecast_r2_linear", "law_forecast_r2_power")]
+            + [_wins(row, "forecast")]) + " |")
+    return lines
+
+
+def _number(value: float | int | None, text: str = "{:.3f}") -> str:
+    return "—" if value is None else text.format(value)
+
+
+def power_tables(paired: dict[str, dict[str, dict[str, Any]]], baseline: str, k: Any) -> list[str]:
+    """Markdown lines: per metric, each method's difference from ``baseline`` with its test, Holm-adjusted p,
+    minimum detectable effect, seeds needed, and verdict."""
+    labels = {"final_entropy": "final H", "accuracy": "pass@1", "pass_at_max": f"pass@{k}",
+              "distinct_correct": "distinct correct"}
+    lines = []
+    for metric in PAIRED_METRICS:
+        first = next(iter(paired.values()))[metric]
+        target = first.get("target_effect")
+        target_text = f"±{target:g}" if target is not None else "target"
+        lines += [f"Δ {labels[metric]} vs {baseline}: paired t-test, Holm over {first.get('family_size', 0)} "
+                  f"methods, MDE at {first['power'] * 100:.0f} % power", "",
+                  f"| method | n | Δ [95 % CI] | p | Holm p | MDE | seeds for Δ | seeds for {target_text} "
+                  f"| verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for method, diffs in paired.items():
+            d = diffs[metric]
+            interval = ("—" if d["mean"] is None else f"{d['mean']:+.3f}" if d["half_width"] is None
+                        else f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+            p_cells = [_number(d["p_value"], "{:.3g}"), _number(d["p_holm"], "{:.3g}")]
+            lines.append(" | ".join([f"| {method}", str(d["n"]), interval, *p_cells,
+                                     _number(d["mde"], "±{:.3f}"), _number(d["seeds_needed_observed"], "{}"),
+                                     _number(d["seeds_needed_target"], "{}"), d["verdict"]]) + " |")
+        lines.append("")
+    return lines[:-1]
 
 
 def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: SummaryOptions,
@@ -258,15 +366,11 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
             cells += [_cell(row["distinct_correct"], 2), _cell(row["final_reward"], 3),
                       _cell(row["target_gap"], 3), _cell(row["wall_time_s"], 0)]
             lines.append(" | ".join(cells) + " |")
-        law_header = "| method | law R² (exp) | line R² | forecast R² (exp) | forecast R² (line) | a | b |"
-        lines += ["", law_header, "|---|---|---|---|---|---|---|"]
-        for method, row in methods.items():
-            lines.append(" | ".join([f"| {method}"] + [_cell(row[m], 2) for m in (
-                "law_r2", "law_r2_linear", "law_forecast_r2", "law_forecast_r2_linear")]
-                + [_cell(row["law_a"], 3), _cell(row["law_b"], 3)]) + " |")
+        lines += ["", *law_tables(methods)]
         paired = (comparisons or {}).get(env, {})
         if paired:
-            lines += ["", f"Seed-paired difference from {baseline} (mean [95 % CI]):", "",
+            lines += ["", f"Seed-paired difference from {baseline} (mean [95 % CI]; * survives Holm at "
+                          f"α = 0.05):", "",
                       f"| method | Δ final H | Δ pass@1 | Δ pass@{k} | Δ distinct correct |", "|---|---|---|---|---|"]
             for method, diffs in paired.items():
                 cells = [f"| {method}"]
@@ -277,13 +381,21 @@ def markdown_table(table: dict[str, dict[str, dict[str, Any]]], options: Summary
                     elif d["half_width"] is None:
                         cells.append(f"{d['mean']:+.3f}")
                     else:
-                        cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+                        mark = "*" if d.get("significant") else ""
+                        cells.append(f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{mark}")
                 lines.append(" | ".join(cells) + " |")
+            lines += ["", *power_tables(paired, baseline, k)]
         blocks.append("\n".join(lines))
     notes = (f"mean ± half-width of the Student-t 95 % confidence interval over seeds. pass@1 (= mean@n) and "
              f"pass@k: held-out evaluation before and after training, unbiased estimator from n samples per problem; after − before is paired by seed. Only complete runs are averaged. "
              f"H: training token entropy, mean of the first 3 and the last {options.final_window} steps; H ratio = "
              f"last / first. target gap: for the entropy-following controls, mean |target − achieved entropy| per step. distinct correct: distinct correct answers per held-out problem among its n samples. "
-             f"Law: R = −a·exp(H) + b and the best line R = c·H + d fitted on the same (windowed) training points; "
-             f"forecast: fitted on the first half of the run, R² on the second half.")
+             f"Law: R = −a·exp(H) + b, the best line R = c·H + d and the saturating power law R = b − a·H^c "
+             f"fitted on the same (windowed) training points; ΔAIC = AIC(rival) − AIC(exp), > 0 favours exp; "
+             f"wins: seeds on "
+             f"which each model has the lowest AIC / forecast RMSE (exp/line/power). Forecast: fitted on the first "
+             f"half of the run, RMSE and R² on the rest. Power: paired t-test on the seed-paired differences, Holm "
+             f"over the methods compared with {baseline} per metric; MDE: the difference the test detects with 80 % "
+             f"power at α = 0.05 with these seeds and the measured s.d. of the differences (noncentral t); seeds "
+             f"for Δ: seeds needed to detect the observed (or target) difference with 80 % power.")
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"

@@ -131,6 +131,9 @@ def test_aggregate_sweep_writes_table_json_and_plots_from_synthetic_runs(tmp_pat
     assert "Seed-paired difference from grpo" in markdown and "| kl_cov | " in markdown.split("Seed-paired")[1]
     paired = data["paired_vs_baseline"]["covgym/Arithmetic-v0"]["kl_cov"]["accuracy"]
     assert paired["mean"] == pytest.approx(0.0) and paired["seeds"] == [0, 1]
+    assert paired["verdict"] == "identical on every seed" and paired["mde"] == 0.0
+    assert set(row["law_wins"]) == {"aic", "forecast"} and "law_delta_aic_linear" in row
+    assert "AIC wins exp/line/power" in markdown and "Holm p" in markdown
     assert "| kl_cov | 2 |" in markdown and "### covgym/Arithmetic-v0" in markdown
     assert (tmp_path / "plots" / "Arithmetic-v0" / "entropy_reward.png").stat().st_size > 0
 
@@ -276,3 +279,89 @@ def test_a_longer_run_is_cut_to_the_sweeps_steps(tmp_path):
     run = bench.collect_runs(spec, tmp_path)[0]
     assert run["steps_done"] == 2 and run["final_entropy"] == pytest.approx(0.8)
     assert run["accuracy"] is None  # the evaluation after step 4 is not this sweep's
+
+
+# ------------------------------------------------------------------------------------------------ power in the summary
+def _comparison_runs(seeds: int = 8) -> list[dict]:
+    """GRPO plus a method that helps on every seed, one that does nothing, one with a single seed."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, seeds)
+    runs = []
+    for method, shift, noise in (("grpo", 0.0, 0.0), ("helps", 0.1, 0.02), ("noise", 0.0, 0.05)):
+        values = base + shift + rng.normal(0.0, noise, seeds) * (noise > 0)
+        runs += [{"env": "E", "method": method, "seed": s, "accuracy": float(v), "pass_at_max": float(v),
+                  "final_entropy": 0.3, "distinct_correct": None, "k": 16} for s, v in enumerate(values)]
+    runs.append({"env": "E", "method": "lonely", "seed": 0, "accuracy": 0.9, "final_entropy": 0.3})
+    return runs
+
+
+def test_paired_comparisons_test_correct_over_methods_and_report_power():
+    from covgym.bench_summary import paired_comparisons
+    from covgym.power import holm, minimum_detectable_effect, seeds_needed
+
+    runs = _comparison_runs()
+    result = paired_comparisons(runs, "grpo", target_effects={"accuracy": 0.02})["E"]
+    grpo = {r["seed"]: r["accuracy"] for r in runs if r["method"] == "grpo"}
+    raw = {}
+    for method in ("helps", "noise"):
+        other = {r["seed"]: r["accuracy"] for r in runs if r["method"] == method}
+        seeds = sorted(grpo)
+        raw[method] = scipy_stats.ttest_rel([other[s] for s in seeds], [grpo[s] for s in seeds]).pvalue
+        d = np.array([other[s] - grpo[s] for s in seeds])
+        comparison = result[method]["accuracy"]
+        assert comparison["p_value"] == pytest.approx(raw[method], rel=1e-9)
+        assert comparison["mde"] == pytest.approx(minimum_detectable_effect(np.std(d, ddof=1), 8))
+        assert comparison["seeds_needed_target"] == seeds_needed(0.02, np.std(d, ddof=1))
+        assert comparison["target_effect"] == 0.02 and result[method]["pass_at_max"]["target_effect"] == 0.05
+    adjusted = dict(zip(raw, holm([raw["helps"], raw["noise"]])))  # "lonely" has no p-value: not in the family
+    for method in raw:
+        assert result[method]["accuracy"]["p_holm"] == pytest.approx(adjusted[method], rel=1e-9)
+        assert result[method]["accuracy"]["family_size"] == 2
+    helps, noise, lonely = (result[m]["accuracy"] for m in ("helps", "noise", "lonely"))
+    assert helps["significant"] and helps["verdict"] == "helps > grpo (Holm p < 0.001)"
+    assert not noise["significant"]
+    assert noise["verdict"] == f"no detectable difference at this power (MDE ±{noise['mde']:.3g})"
+    assert lonely["verdict"] == "too few shared seeds to test (n = 1)" and lonely["mde"] is None
+    assert result["helps"]["distinct_correct"]["n"] == 0  # nothing to compare: no crash
+
+
+def test_markdown_has_a_power_table_per_metric_and_law_tables():
+    from covgym.bench_summary import markdown_table, paired_comparisons
+
+    runs = _comparison_runs()
+    markdown = markdown_table(aggregate(runs), SummaryOptions(), paired_comparisons(runs, "grpo"), "grpo")
+    for label in ("final H", "pass@1", "pass@16", "distinct correct"):
+        assert f"Δ {label} vs grpo: paired t-test, Holm over" in markdown
+    assert markdown.count("| method | n | Δ [95 % CI] | p | Holm p | MDE | seeds for Δ | seeds for ±0.05 |") == 3
+    assert "| helps | 8 | +0.1" in markdown and "helps > grpo (Holm p < 0.001)" in markdown
+    assert "]* |" in markdown.split("Seed-paired")[1].split("| noise |")[0]  # the surviving difference is marked
+    assert "no detectable difference at this power (MDE ±" in markdown
+    assert "AIC wins exp/line/power" in markdown and "forecast wins exp/line/power" in markdown
+
+
+def test_law_wins_are_counted_per_method():
+    entropy = list(np.linspace(1.6, 0.05, 40))
+    runs = []
+    for seed, law in enumerate([lambda h: 0.95 - 0.12 * np.exp(h)] * 2 + [lambda h: 0.9 - 0.25 * h**2.5]):
+        summary = summarize_run(_records(entropy, [float(law(h)) for h in entropy]))
+        runs.append({**summary, "env": "E", "method": "m", "seed": seed})
+    assert runs[0]["law_best_aic"] == "exp" and runs[2]["law_best_forecast"] == "power"
+    row = aggregate(runs)["E"]["m"]
+    assert row["law_wins"] == {"aic": {"exp": 2, "linear": 0, "power": 1},
+                               "forecast": {"exp": 2, "linear": 0, "power": 1}}
+    assert row["law_delta_aic_linear"]["n"] == 3 and row["law_forecast_rmse"]["n"] == 3
+    json.dumps(runs)  # model names are strings, every number finite or None
+
+
+def test_a_difference_significant_alone_but_not_after_holm_gets_no_verdict():
+    from covgym.bench_summary import paired_comparisons
+
+    gains = {"a": [0.10, 0.03, 0.08, 0.0, 0.06], "b": [0.09, 0.03, 0.07, 0.0, 0.10]}
+    runs = [{"env": "E", "method": "grpo", "seed": s, "accuracy": 0.5} for s in range(5)]
+    runs += [{"env": "E", "method": m, "seed": s, "accuracy": 0.5 + g} for m, gain in gains.items()
+             for s, g in enumerate(gain)]
+    result = paired_comparisons(runs, "grpo")["E"]
+    for method in gains:
+        comparison = result[method]["accuracy"]
+        assert comparison["p_value"] < 0.05 < comparison["p_holm"]  # each alone would pass; two tests together not
+        assert not comparison["significant"] and comparison["verdict"].startswith("no detectable difference")
