@@ -26,6 +26,11 @@ Properties (``PROPERTIES``):
   shrinks four-fold when the step is halved (Cui et al. 2025, Lemma 1; ``docs/entropy.md``). The identity holds
   for any small ``Δz``; the property checks that the algorithm runs end to end on an exact policy (advantages,
   loss, autograd on one-token float64 responses) and gives a finite step that obeys it.
+- Direction (``docs/extending.md``): ``improvement`` (on two-armed bandits whose group is the policy, one step
+  never lowers expected reward and raises it when it moves), ``gradient_flows`` (the on-policy mini-batch gets a
+  gradient), ``ratio_only`` (the gradient is unchanged when log_probs, old and ref log-probs shift together),
+  ``clip`` (no gradient past a declared ``token_ratio`` clip in the advantage's direction), ``token_weights``
+  (>= 0) and ``entropy_effect`` (a control's declared effect on entropy, against the algorithm without it).
 """
 
 from __future__ import annotations
