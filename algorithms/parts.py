@@ -82,6 +82,10 @@ class PolicyLoss(Part):
 
     kind: ClassVar[str] = "loss"
     selected_metric: ClassVar[str | None] = None
+    #: what the loss's clip range bounds, checked by ``covgym.testing.check_algorithm`` (property ``clip``):
+    #: ``"token_ratio"`` (no gradient for a token whose ratio is past the clip in its advantage's direction),
+    #: ``"weight"`` (the clip bounds a detached weight only, as CISPO) or None (no clip, or not checked)
+    clip_mode: ClassVar[str | None] = None
 
     loss_agg_mode: str = hyperparameter("token-mean", f"loss aggregation: {', '.join(LOSS_AGG_MODES)}")
     loss_scale_factor: float | None = hyperparameter(
@@ -101,6 +105,8 @@ class PolicyLoss(Part):
 @dataclass
 class ClipRange:
     """The clip range fields shared by the losses that clip a ratio (verl's names and default ε = 0.2)."""
+
+    clip_mode: ClassVar[str | None] = "token_ratio"
 
     clip_ratio: float = hyperparameter(0.2, "clip range ε (used for low/high when those are unset)")
     clip_ratio_low: float | None = hyperparameter(None, "lower clip range ε_low (default: clip_ratio)")
@@ -137,6 +143,15 @@ class Control(Part):
     """
 
     kind: ClassVar[str] = "control"
+    #: the control's intended effect on entropy, verified by ``covgym.testing.check_algorithm`` (property
+    #: ``entropy_effect``) against the same algorithm without the control: ``"raise"``, ``"lower"``, ``"target"``
+    #: (raise below ``entropy_band()``, lower above it, for a one-step first-order change) or None (not declared)
+    entropy_effect: ClassVar[str | None] = None
+
+    def entropy_band(self) -> tuple[float, float]:
+        """``(low, high)`` nats: a ``"target"`` control must not lower entropy below ``low`` nor raise it above
+        ``high`` (a point target has ``low == high``)."""
+        raise NotImplementedError(f"control {self.name!r} declares entropy_effect='target' but no entropy_band()")
 
     def transform_advantages(self, advantages: Tensor, batch: RolloutBatch) -> Tensor:
         return advantages

@@ -26,6 +26,11 @@ Properties (``PROPERTIES``):
   shrinks four-fold when the step is halved (Cui et al. 2025, Lemma 1; ``docs/entropy.md``). The identity holds
   for any small ``Δz``; the property checks that the algorithm runs end to end on an exact policy (advantages,
   loss, autograd on one-token float64 responses) and gives a finite step that obeys it.
+- Direction (``docs/extending.md``): ``improvement`` (on two-armed bandits whose group is the policy, one step
+  never lowers expected reward and raises it when it moves), ``gradient_flows`` (the on-policy mini-batch gets a
+  gradient), ``ratio_only`` (the gradient is unchanged when log_probs, old and ref log-probs shift together),
+  ``clip`` (no gradient past a declared ``token_ratio`` clip in the advantage's direction), ``token_weights``
+  (>= 0) and ``entropy_effect`` (a control's declared effect on entropy, against the algorithm without it).
 """
 
 from __future__ import annotations
@@ -458,6 +463,236 @@ def check_entropy_law(algorithm: Any, case: TabularCase) -> None:
                              f"≤ {bound:.2g} and ~4× smaller)\n  d loss / d logits = {_show(gradient)}\n  case: {case}")
 
 
+# ------------------------------------------------------------------------------------------ direction of the step
+@dataclass(frozen=True)
+class BanditCase:
+    """Two-armed bandits (one a state) whose rollout group *is* the policy: arm a drawn ``counts[s][a]`` times,
+    logits ``log counts``, so every group statistic is exact and the step's effect on expected reward is known."""
+
+    counts: tuple[tuple[int, int], ...]
+    rewards: tuple[tuple[float, float], ...]
+
+
+@st.composite
+def bandit_cases(draw: Callable) -> BanditCase:
+    states = draw(st.integers(1, 3))
+    counts = tuple((draw(st.integers(1, 4)), draw(st.integers(1, 4))) for _ in range(states))
+    values = st.sampled_from([0.0, 1.0, 0.3, -1.0, 2.0])
+    return BanditCase(counts, tuple((draw(values), draw(values)) for _ in range(states)))
+
+
+def _bandit_batch(case: BanditCase) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(batch, logits [S, 2], states [B], actions [B])``: one-token responses, position 0 the prompt."""
+    from covgym import theory
+
+    logits = torch.tensor(case.counts, dtype=torch.float64).log()  # [S, 2]
+    states = torch.tensor([s for s, (n0, n1) in enumerate(case.counts) for _ in range(n0 + n1)])  # [B]
+    actions = torch.tensor([a for n0, n1 in case.counts for a, n in ((0, n0), (1, n1)) for _ in range(n)])  # [B]
+    rewards = torch.tensor(case.rewards, dtype=torch.float64)[states, actions]
+    b = states.numel()
+    mask = torch.zeros(b, 2)
+    mask[:, 1] = 1.0
+    old = torch.zeros(b, 2)
+    old[:, 1] = torch.log_softmax(logits, -1)[states, actions].float()
+    entropies = torch.zeros(b, 2)
+    entropies[:, 1] = theory.entropy(logits)[states].float()
+    batch = RolloutBatch(input_ids=torch.stack([states, actions], 1), attention_mask=torch.ones(b, 2, dtype=torch.long),
+                         response_mask=mask, old_log_probs=old, rewards=rewards.float(), group_ids=states,
+                         entropies=entropies, ref_log_probs=old.clone(), values=torch.zeros(b, 2))
+    return batch, logits, states, actions
+
+
+def _step(algorithm: Any, batch: RolloutBatch, logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor
+          ) -> torch.Tensor:
+    """``d loss / d logits`` ``[S, K]`` of the full pipeline (advantages, loss, autograd), on-policy, float64."""
+    advantages = _advantages(algorithm, batch)
+    b = states.numel()
+    z = logits.clone().requires_grad_(True)
+    log_pi = torch.log_softmax(z, -1)
+    log_probs = torch.zeros(b, 2, dtype=torch.float64)
+    log_probs[:, 1] = log_pi[states, actions]
+    entropy = torch.zeros(b, 2, dtype=torch.float64)
+    entropy[:, 1] = -(log_pi.exp() * log_pi).sum(-1)[states]
+    old = log_probs.detach().clone()
+    mask = batch.response_mask.double()
+    extra = {"ref_log_probs": old} if "ref_log_probs" in inspect.signature(algorithm.policy_loss).parameters else {}
+    if callable(getattr(algorithm, "set_generator", None)):
+        algorithm.set_generator(torch.Generator().manual_seed(0))
+    try:
+        loss, _ = algorithm.policy_loss(log_probs, old, advantages, mask, entropy=entropy, **extra)
+    except Exception as error:  # noqa: BLE001
+        raise AssertionError(f"policy_loss raised {type(error).__name__}: {error}") from None
+    if not loss.requires_grad:
+        return torch.zeros_like(z)
+    (gradient,) = torch.autograd.grad(loss, z)
+    return gradient
+
+
+def check_improvement(algorithm: Any, case: BanditCase) -> None:
+    batch, logits, states, actions = _bandit_batch(case)
+    gradient = _step(algorithm, batch, logits, states, actions)
+    if not torch.all(torch.isfinite(gradient)):
+        raise AssertionError(f"d loss / d logits = {_show(gradient)} on a two-armed bandit\n  case: {case}")
+    delta = -gradient  # one SGD step on the logits, to first order
+    pi = torch.softmax(logits, -1)
+    rewards = torch.tensor(case.rewards, dtype=torch.float64)
+    value = (pi * rewards).sum(-1, keepdim=True)
+    gain = (pi * (rewards - value) * delta).sum(-1)  # [S] first-order change of each state's expected reward
+    scale = 1e-9 * (1.0 + float(delta.abs().max()) * float(rewards.abs().max()))
+    worst = int(torch.argmin(gain))
+    where = (f"  policy π = {_show(pi)}, rewards = {_show(rewards)} (arm a drawn counts[s][a] times: the group is "
+             f"the policy)\n  step Δz = −∇loss = {_show(delta)}\n  case: {case}")
+    if float(gain[worst]) < -scale:
+        raise AssertionError(f"one small step lowers expected reward in state {worst} by {-float(gain[worst]):.3g} "
+                             f"(per unit step): the update points away from the better arm (a sign error in the loss "
+                             f"or the advantages?)\n{where}")
+    if float(delta.abs().max()) > 0 and float(gain.sum()) <= scale and bool((rewards[:, 0] != rewards[:, 1]).any()):
+        raise AssertionError(f"one small step changes the policy but does not raise expected reward (gain "
+                             f"{float(gain.sum()):.3g}) although rewards differ (advantages that lost their sign, "
+                             f"e.g. |A|?)\n{where}")
+
+
+def check_gradient_flows(algorithm: Any, case: LossCase) -> None:
+    inputs = case.tensors()
+    inputs["old_log_probs"] = inputs["log_probs"].clone()  # the first, on-policy mini-batch
+    inputs["advantages"] = torch.where(inputs["advantages"].abs() < 0.1, torch.full_like(inputs["advantages"], 0.5),
+                                       inputs["advantages"])
+    if float(inputs["response_mask"].sum()) == 0:
+        return
+    _, _, grad_lp, _ = _call_loss(algorithm, inputs)
+    if not torch.any((grad_lp != 0) & (inputs["response_mask"] > 0)):
+        raise AssertionError(f"no token gets any gradient on the on-policy mini-batch although every advantage is "
+                             f"non-zero (a ratio taken against log-probs that are not detached is ≡ 1 and carries no "
+                             f"gradient)\n  gradient of log_probs = {_show(grad_lp)}\n  inputs ({case}):\n"
+                             f"{_show_inputs(inputs)}")
+
+
+def check_ratio_only(algorithm: Any, drawn: tuple[LossCase, float]) -> None:
+    case, shift = drawn
+    inputs = case.tensors()
+    _, _, grad_lp, _ = _call_loss(algorithm, inputs)
+    shifted = dict(inputs)
+    for name in ("log_probs", "old_log_probs", "ref_log_probs"):
+        shifted[name] = inputs[name] + shift
+    _, _, moved_lp, _ = _call_loss(algorithm, shifted)
+    if not torch.allclose(moved_lp, grad_lp, rtol=1e-6, atol=1e-9):
+        raise AssertionError(f"the gradient depends on log π itself, not only on the ratio π/π_old: shifting log_probs, "
+                             f"old_log_probs and ref_log_probs by {shift} changes d loss / d log_probs from "
+                             f"{_show(grad_lp)} to {_show(moved_lp)} (an advantage or weight built from log_probs "
+                             f"without .detach()?)\n  inputs ({case}):\n{_show_inputs(inputs)}")
+
+
+@st.composite
+def shift_cases(draw: Callable) -> tuple[LossCase, float]:
+    return draw(loss_cases()), draw(st.sampled_from([-0.5, -2.0]))
+
+
+def _clip_bounds(algorithm: Any) -> tuple[float, float] | None:
+    if _declared(algorithm, "clip_mode") != "token_ratio":
+        return None
+    low, high = _declared(algorithm, "low"), _declared(algorithm, "high")
+    return None if low is None or high is None else (float(low), float(high))
+
+
+def check_clip(algorithm: Any, case: LossCase) -> None:
+    low, high = _clip_bounds(algorithm)
+    inputs = case.tensors()
+    _, _, grad_lp, _ = _call_loss(algorithm, inputs)
+    ratio = torch.exp(inputs["log_probs"] - inputs["old_log_probs"])
+    advantages, mask = inputs["advantages"], inputs["response_mask"]
+    beyond = (mask > 0) & (((advantages > 0) & (ratio > 1 + high + 1e-6)) | ((advantages < 0) & (ratio < 1 - low - 1e-6)))
+    leaks = torch.nonzero(beyond & (grad_lp != 0))
+    if leaks.numel():
+        i, j = leaks[0].tolist()
+        raise AssertionError(f"token [{i}, {j}] has ratio {float(ratio[i, j]):.4g} beyond the clip range "
+                             f"[{1 - low:.4g}, {1 + high:.4g}] in its advantage's direction (A = "
+                             f"{float(advantages[i, j]):.4g}) yet gets gradient {float(grad_lp[i, j]):.4g}: the clip "
+                             f"does not stop a runaway ratio (min instead of max in the PPO objective?)\n"
+                             f"  inputs ({case}):\n{_show_inputs(inputs)}")
+
+
+@st.composite
+def off_policy_cases(draw: Callable) -> LossCase:
+    case = draw(loss_cases())
+    return LossCase(case.mask, case.seed, draw(st.sampled_from([0.3, 0.6])))
+
+
+def _has_token_weights(algorithm: Any) -> bool:
+    return callable(getattr(algorithm, "token_weights", None))
+
+
+def check_token_weights(algorithm: Any, case: LossCase) -> None:
+    inputs = case.tensors()
+    try:
+        weights, _ = algorithm.token_weights(inputs["log_probs"], inputs["advantages"], inputs["response_mask"],
+                                             inputs["entropy"])
+    except Exception as error:  # noqa: BLE001
+        raise AssertionError(f"token_weights raised {type(error).__name__}: {error}") from None
+    if weights is None:
+        return
+    negative = torch.nonzero((inputs["response_mask"] > 0) & ~(weights >= 0))
+    if negative.numel():
+        i, j = negative[0].tolist()
+        raise AssertionError(f"token weight [{i}, {j}] = {float(weights[i, j]):.4g} < 0: a negative weight flips that "
+                             f"token's policy gradient\n  weights = {_show(weights)}\n  inputs ({case}):\n"
+                             f"{_show_inputs(inputs)}")
+
+
+def _declaring_controls(algorithm: Any) -> list[Any]:
+    return [c for c in getattr(algorithm, "controls", None) or [] if getattr(c, "entropy_effect", None)]
+
+
+def _entropy_change(algorithm: Any, case: BanditCase) -> float:
+    """First-order entropy change per unit step, summed over states: ``−Σ_s Cov(log π_s, Δz_s)``."""
+    from covgym import theory
+
+    batch, logits, states, actions = _bandit_batch(case)
+    gradient = _step(algorithm, batch, logits, states, actions)
+    return float(-theory.policy_covariance(logits, -gradient).sum())
+
+
+def _without(algorithm: Any, control: Any) -> Any:
+    import copy
+
+    other = copy.deepcopy(algorithm)
+    other.controls = [c for c in other.controls if c.name != control.name]
+    return other
+
+
+def check_entropy_effect(algorithm: Any, case: BanditCase) -> None:
+    import copy
+
+    batch, _, _, _ = _bandit_batch(case)
+    from covgym.algorithms.first_order import rollout_entropy
+
+    entropy = rollout_entropy(batch)
+    for control in _declaring_controls(algorithm):
+        effect = control.entropy_effect
+        with_control = copy.deepcopy(algorithm)
+        if effect == "target":  # a run that sat below the band for a while, then reached this rollout's entropy
+            low, high = control.entropy_band()
+            for measured in (0.0, 0.0, 0.0, entropy):
+                try:
+                    with_control.end_of_step({"entropy_mean": measured, "reward_mean": 0.0})
+                except Exception as error:  # noqa: BLE001
+                    raise AssertionError(f"end_of_step raised {type(error).__name__}: {error}") from None
+            wanted = "raise" if entropy < low else "lower" if entropy > high else None
+        else:
+            wanted = effect
+        mine = next(c for c in with_control.controls if c.name == control.name)
+        change = _entropy_change(with_control, case)
+        baseline = _entropy_change(_without(with_control, mine), case)
+        difference = change - baseline
+        tolerance = 1e-9 * (1.0 + abs(change) + abs(baseline))
+        said = f"declares entropy_effect={effect!r}" + (
+            f" (band [{low:.3g}, {high:.3g}], rollout entropy {entropy:.3g})" if effect == "target" else "")
+        if wanted == "raise" and difference < -tolerance or wanted == "lower" and difference > tolerance:
+            verb = "lowers" if difference < 0 else "raises"
+            raise AssertionError(f"control {control.name!r} {said} but {verb} entropy: one step changes entropy by "
+                                 f"{change:.4g} with it and {baseline:.4g} without it (a bonus with a penalty's sign?)"
+                                 f"\n  case: {case}")
+
+
 # ------------------------------------------------------------------------------------------ the runner
 @dataclass(frozen=True)
 class Property:
@@ -480,6 +715,17 @@ PROPERTIES: tuple[Property, ...] = (
              invariant_cases, applies=lambda algorithm: bool(declared_invariants(algorithm))),
     Property("entropy_law", "one small step changes entropy by −Cov(log π, Δz) up to second order",
              check_entropy_law, tabular_cases),
+    Property("improvement", "one small step raises expected reward on a two-armed bandit", check_improvement,
+             bandit_cases),
+    Property("gradient_flows", "the on-policy mini-batch gets a policy gradient", check_gradient_flows, loss_cases),
+    Property("ratio_only", "the loss sees the current policy only through the ratio π/π_old", check_ratio_only,
+             shift_cases),
+    Property("clip", "no gradient beyond the declared clip in the advantage's direction", check_clip,
+             off_policy_cases, applies=lambda algorithm: _clip_bounds(algorithm) is not None),
+    Property("token_weights", "token weights are >= 0", check_token_weights, loss_cases,
+             applies=_has_token_weights),
+    Property("entropy_effect", "each control has the effect on entropy it declares", check_entropy_effect,
+             bandit_cases, applies=lambda algorithm: bool(_declaring_controls(algorithm))),
 )
 
 

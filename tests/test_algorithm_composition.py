@@ -242,7 +242,8 @@ def test_algos_lists_parts_by_kind(capsys):
 # ---------------------------------------------------------------------------------------------- state
 def test_adapted_state_survives_a_state_dict_round_trip():
     algorithm = algorithms.get("grpo+adaptive_entropy+entropy_target")(adaptive_entropy_target=0.5,
-                                                                      adaptive_entropy_coeff_step=0.01)
+                                                                      adaptive_entropy_coeff_step=0.01,
+                                                                      adaptive_entropy_coeff_max=0.05)
     for entropy in (0.2, 0.3, 0.4):
         extra = algorithm.end_of_step({"entropy_mean": entropy})
     assert extra["adaptive_entropy_coeff_next"] == pytest.approx(0.03)
@@ -263,7 +264,8 @@ def test_compositions_train_end_to_end_and_resume_their_control_state(tmp_path, 
     from covgym.trainer import Trainer
 
     runs = {"rloo+kl_cov": {}, "grpo+ppo_clip+polarity_aware": {},
-            "grpo+adaptive_entropy": {"adaptive_entropy_target": 5.0, "adaptive_entropy_coeff_step": 0.01},
+            "grpo+adaptive_entropy": {"adaptive_entropy_target": 5.0, "adaptive_entropy_coeff_step": 0.01,
+                                      "adaptive_entropy_coeff_max": 0.05},
             "grpo+entropy_target+high_entropy_tokens": {"entropy_target_value": 0.4}}
     for algo, params in runs.items():
         config = TrainConfig(algo=algo, algo_params=params, steps=2, run_dir=str(tmp_path / algo), eval_problems=0,

@@ -28,7 +28,7 @@ NEW_PARTS = {
     "cispo": {},
     "quantile_baseline": {"baseline_quantile": 0.3},
     "grpo+high_entropy_tokens": {"top_entropy_quantile": 0.4},
-    "grpo+adaptive_entropy": {"adaptive_entropy_coeff_init": 0.02},
+    "grpo+adaptive_entropy": {"adaptive_entropy_coeff_init": 0.004},
     "grpo+polarity_aware": {"polarity_phase": 0.7},
     "rloo+entropy_schedule": {"entropy_schedule_start": 3.0},
     "grpo+entropy_target": {"entropy_target_value": 0.1},
@@ -176,15 +176,22 @@ def test_gspo_and_cispo_equal_verl(name, seed, b, t, low, high, mode):
 def test_quantile_baseline_is_the_group_quantile_and_ignores_a_shift(seed, groups, size, k, shift):
     batch = random_batch(seed, groups, size, 3)
     batch = batch.replace(rewards=torch.randn(batch.batch_size, generator=torch.Generator().manual_seed(seed)))
-    plain = algorithms.get("quantile_baseline")(baseline_quantile=k, norm_adv_by_std_in_grpo=False)
-    per_sequence = plain.advantages(batch)[:, 0].double()
     rewards = batch.rewards.double().numpy()
-    for g in range(groups):
-        rows = batch.group_ids.numpy() == g
-        want = rewards[rows] - np.quantile(rewards[rows], k)
-        np.testing.assert_allclose(per_sequence.numpy()[rows], want, rtol=1e-5, atol=1e-5)
+    for method in ("inverse_cdf", "linear"):
+        plain = algorithms.get("quantile_baseline")(baseline_quantile=k, norm_adv_by_std_in_grpo=False,
+                                                    baseline_quantile_method=method)
+        per_sequence = plain.advantages(batch)[:, 0].double()
+        for g in range(groups):
+            rows = batch.group_ids.numpy() == g
+            values = rewards[rows]
+            if method == "linear":
+                baseline = np.quantile(values, k)
+            else:  # slow reference: the smallest x with F̂(x) = #{v <= x}/n >= k
+                baseline = min(x for x in values if np.mean(values <= x) >= k - 1e-9)
+            np.testing.assert_allclose(per_sequence.numpy()[rows], values - baseline, rtol=1e-5, atol=1e-5)
     if k == 0.5 or seed % 2:
-        median = algorithms.get("quantile_baseline")(baseline_quantile=0.5, norm_adv_by_std_in_grpo=False)
+        median = algorithms.get("quantile_baseline")(baseline_quantile=0.5, norm_adv_by_std_in_grpo=False,
+                                                     baseline_quantile_method="linear")
         for g in range(groups):
             rows = batch.group_ids == g
             got = median.advantages(batch)[rows, 0].double()
@@ -229,11 +236,11 @@ def test_adaptive_entropy_coefficient_moves_toward_the_target_within_its_clamp(e
     for entropy in entropies:
         before = control.coefficient
         after = algorithm.end_of_step({"entropy_mean": entropy})["adaptive_entropy_coeff_next"]
-        assert start / 2 <= after <= start + width
-        if entropy < target:  # below target: the bonus grows (up to its clamp)
-            assert after == pytest.approx(min(before + step, start + width))
-        elif entropy > target:
-            assert after == pytest.approx(max(before - step, start / 2))
+        assert start / 2 <= control.coefficient <= start + width
+        if entropy < target:  # below target: the bonus grows (up to its clamp) and is applied
+            assert control.coefficient == pytest.approx(min(before + step, start + width)) and after == control.coefficient
+        else:  # at or above target: it shrinks, and the gate turns the bonus off (Skywork-OR1's EntController)
+            assert control.coefficient == pytest.approx(max(before - step, start / 2)) and after == 0.0
         inputs = random_loss_inputs(1, 2, 3)
         _, metrics = algorithm.policy_loss(**inputs)
         assert metrics["adaptive_entropy_coeff"] == after

@@ -26,6 +26,7 @@ class EntropyBonus(Control):
     description = "Entropy bonus −coeff·agg(H)"
     source = "Cui et al. 2025 §4.1; verl actor entropy_coeff"
     needs = frozenset({"token_entropy"})
+    entropy_effect = "raise"
 
     entropy_coeff: float = hyperparameter(0.005, "entropy bonus coefficient (loss −= coeff·agg(H))")
 

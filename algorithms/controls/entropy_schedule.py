@@ -37,6 +37,7 @@ class EntropySchedule(Control):
 
     name = "entropy_schedule"
     description = "Reject responses whose predicted entropy change opposes an entropy schedule"
+    entropy_effect = "target"
     source = "after Entrocraft (Li et al. 2026); covgym's own formulation"
 
     entropy_schedule_start: float = hyperparameter(0.5, "H* at step 0 (nats of mean token entropy)")
@@ -56,6 +57,9 @@ class EntropySchedule(Control):
         super().__post_init__()
         self.step = 0
         self.last: dict[str, float] = {}
+
+    def entropy_band(self) -> tuple[float, float]:
+        return self.target(), self.target()
 
     def target(self) -> float:
         return linear_schedule(self.step, self.entropy_schedule_start, self.entropy_schedule_end,

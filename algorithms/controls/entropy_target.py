@@ -40,6 +40,7 @@ class EntropyTarget(Control):
 
     name = "entropy_target"
     description = "Scale the contracting branch so the first-order predicted entropy follows a target"
+    entropy_effect = "target"
     source = "covgym's own (closed-loop use of the first-order law, Cui et al. 2025 §3)"
 
     entropy_target_value: float = hyperparameter(0.5, "H*, the target mean token entropy at step 0 (nats)")
@@ -69,6 +70,9 @@ class EntropyTarget(Control):
         self.moments = [0.0, 0.0]  # decaying Σ a·p and Σ p² of the regression that gives κ
         self.previous: tuple[float, float] | None = None  # (H_k, predicted change at unit gain) of the last step
         self.last: dict[str, float] = {}
+
+    def entropy_band(self) -> tuple[float, float]:
+        return self.target(), self.target()
 
     def target(self) -> float:
         return linear_schedule(self.step, self.entropy_target_value, self.entropy_target_final,

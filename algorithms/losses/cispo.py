@@ -30,6 +30,8 @@ class CISPOLoss(ClipRange, PolicyLoss):
     description = "CISPO: policy gradient weighted by a clipped, detached importance ratio"
     source = "MiniMax 2025 (MiniMax-M1, arXiv 2506.13585); verl compute_policy_loss_cispo"
 
+    clip_mode = "weight"  # the clip bounds the detached weight; every token keeps its gradient
+
     clip_ratio_low: float | None = hyperparameter(1.0, "lower clip range ε_low of the weight (1: no lower bound)")
     clip_ratio_high: float | None = hyperparameter(0.28, "upper clip range ε_high of the weight")
 

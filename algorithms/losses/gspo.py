@@ -23,14 +23,17 @@ class GSPOLoss(ClipRange, PolicyLoss):
     Per token the ratio is ``s_i,t = sg[s_i]·π_t/sg[π_t]`` (value ``s_i``, gradient of ``log π_t`` scaled by
     ``s_i``), its log clamped at 10; ``L = max(−A·s, −A·clip(s, 1−ε_low, 1+ε_high))``. Equals verl 0.9.1's
     ``compute_policy_loss_gspo``. Defaults: the paper's ε_low = 3e-4, ε_high = 4e-4 and sequence-level
-    aggregation (``seq-mean-token-mean``); like KL-Cov it acts only once the policy has moved off the rollout
-    policy (later mini-batches).
+    aggregation (``seq-mean-token-mean``). On the first, on-policy mini-batch every ``s_i = 1`` lies inside the clip
+    range, so the step is a plain sequence-level policy gradient (each token's ``∇log π_t`` weighted by its
+    response's ``A``, averaged over the response); the clip starts to bind once the policy has moved off the rollout
+    policy, which is why it asks for several mini-batches per rollout.
     """
 
     name = "gspo"
     description = "GSPO: PPO-clip on the sequence-level (length-normalised) importance ratio"
     source = "Zheng et al. 2025 (arXiv 2507.18071); verl compute_policy_loss_gspo"
     needs = frozenset({"off_policy_minibatches"})
+    clip_mode = "sequence_ratio"  # the clip acts on each response's ratio, not on each token's
 
     loss_agg_mode: str = hyperparameter("seq-mean-token-mean", "loss aggregation (GSPO: seq-mean-token-mean)")
     clip_ratio_low: float | None = hyperparameter(3e-4, "lower clip range ε_low of the sequence ratio")
