@@ -13,13 +13,18 @@ import covgym.algorithms as algorithms
 from covgym.batch import RolloutBatch
 
 
-def outcome_batch(rewards: list[float], groups: list[int] | None = None, entropy: float = 0.5,
-                  log_prob: float = -1.0) -> RolloutBatch:
+def outcome_batch(rewards: list[float], groups: list[int] | None = None, entropy: float | list[float] = 0.5,
+                  log_prob: float | list[float] = -1.0) -> RolloutBatch:
+    """One-token responses; ``entropy`` and ``log_prob`` per response (a list) or shared (a float)."""
     b = len(rewards)
+
+    def column(value: float | list[float]) -> torch.Tensor:
+        return torch.tensor(value if isinstance(value, list) else [value] * b, dtype=torch.float32)[:, None]
+
     return RolloutBatch(input_ids=torch.zeros(b, 1, dtype=torch.long), attention_mask=torch.ones(b, 1, dtype=torch.long),
-                        response_mask=torch.ones(b, 1), old_log_probs=torch.full((b, 1), log_prob),
+                        response_mask=torch.ones(b, 1), old_log_probs=column(log_prob),
                         rewards=torch.tensor(rewards), group_ids=torch.tensor(groups or [0] * b),
-                        entropies=torch.full((b, 1), entropy))
+                        entropies=column(entropy))
 
 
 # ---------------------------------------------------------------------------------------------- pass@k
@@ -79,3 +84,38 @@ def test_passk_threshold_short_groups_and_errors():
     for bad in (0, 2.5, -1):
         with pytest.raises(ValueError, match="passk_k"):
             make(passk_k=bad)
+
+
+# ---------------------------------------------------------------------------------------------- OPEFO
+OPEFO_PROBS = [0.9, 0.8, 0.9, 0.05]
+
+
+def test_opefo_worked_example_scales_the_dominant_outflow():
+    """Hand-computed. Rewards [1, 1, 0, 0] in one group: GRPO A = ±√3/2. With π = [0.9, 0.8, 0.9, 0.05] and H = 0.5,
+    s_t = −A·π·(log π + H) = [−0.3076, −0.1918, +0.3076, −0.1081]: inflow 0.3076 (penalising a confident token),
+    outflow 0.6075, so the three entropy-decreasing tokens are scaled by c = 0.3076/0.6075 = 0.5063."""
+    batch = outcome_batch([1.0, 1.0, 0.0, 0.0], entropy=0.5, log_prob=[math.log(p) for p in OPEFO_PROBS])
+    a = math.sqrt(3) / 2
+    algo = algorithms.get("grpo+opefo")(opefo_min_scale=0.0)
+    got = algo.advantages(batch)[:, 0].tolist()
+    c = 0.506346708564774
+    assert got == pytest.approx([a * c, a * c, -a, -a * c], rel=1e-5)
+    metrics = algo.end_of_step({})
+    assert metrics["opefo_inflow"] == pytest.approx(0.3075910, rel=1e-5)
+    assert metrics["opefo_outflow"] == pytest.approx(0.6074712, rel=1e-5)
+    assert metrics["opefo_scale"] == pytest.approx(c, rel=1e-6) and metrics["opefo_branch"] == -1.0
+
+
+def test_opefo_balances_the_first_order_change_and_its_knobs():
+    batch = outcome_batch([1.0, 1.0, 0.0, 0.0], entropy=0.5, log_prob=[math.log(p) for p in OPEFO_PROBS])
+    from covgym.algorithms.first_order import unit_step_entropy_change
+
+    balanced = algorithms.get("grpo+opefo")(opefo_min_scale=0.0).advantages(batch)
+    assert float(unit_step_entropy_change(batch, balanced).sum()) == pytest.approx(0.0, abs=1e-6)
+    plain = algorithms.get("grpo")().advantages(batch)
+    assert torch.equal(algorithms.get("grpo+opefo")(opefo_strength=0.0).advantages(batch), plain)
+    floored = algorithms.get("grpo+opefo")(opefo_min_scale=0.8).advantages(batch)[:, 0]
+    assert floored.tolist() == pytest.approx((plain[:, 0] * torch.tensor([0.8, 0.8, 1.0, 0.8])).tolist(), rel=1e-6)
+    for bad in ({"opefo_strength": 1.5}, {"opefo_min_scale": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            algorithms.get("grpo+opefo")(**bad)
