@@ -119,3 +119,40 @@ def test_opefo_balances_the_first_order_change_and_its_knobs():
     for bad in ({"opefo_strength": 1.5}, {"opefo_min_scale": -0.1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             algorithms.get("grpo+opefo")(**bad)
+
+
+# ---------------------------------------------------------------------------------------------- covariance kernel
+def test_covariance_kernel_worked_example():
+    """Hand-computed. log π = [−0.5, −1, −2, −0.5], A = [1, 1, −1, −1]: c = (A − 0)·(log π + 1) = [0.5, 0, 1, −0.5],
+    c̄ = 0.25, σ² = (0.25² + 0.25² + 0.75² + 0.75²)/4 = 0.3125, w = exp(−(c − c̄)²/0.625) =
+    [e^−0.1, e^−0.1, e^−0.9, e^−0.9] = [0.9048, 0.9048, 0.4057, 0.4057]."""
+    algo = algorithms.get("grpo+covariance_kernel")()
+    log_probs = torch.tensor([[-0.5, -1.0, -2.0, -0.5]], dtype=torch.float64)
+    advantages = torch.tensor([[1.0, 1.0, -1.0, -1.0]], dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.float64)
+    weights, metrics = algo.token_weights(log_probs, advantages, mask, None)
+    expected = [math.exp(-0.1), math.exp(-0.1), math.exp(-0.9), math.exp(-0.9)]
+    assert weights[0].tolist() == pytest.approx(expected, rel=1e-12)
+    assert metrics["covariance_kernel_weight_min"] == pytest.approx(math.exp(-0.9))
+    # on-policy, the loss is the token-mean of −w·A (PPO-clip at ratio 1)
+    loss, _ = algo.policy_loss(log_probs, log_probs.clone(), advantages, mask)
+    assert float(loss) == pytest.approx(-sum(w * a for w, a in zip(expected, [1, 1, -1, -1])) / 4, rel=1e-9)
+
+
+def test_covariance_kernel_equals_a_loop_reference_over_the_masked_tokens():
+    generator = torch.Generator().manual_seed(3)
+    log_probs = -3 * torch.rand(3, 5, generator=generator, dtype=torch.float64)
+    advantages = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], dtype=torch.float64)
+    weights, _ = algorithms.get("grpo+covariance_kernel")().token_weights(log_probs, advantages, mask, None)
+    cells = [(i, j) for i in range(3) for j in range(5) if mask[i, j] > 0]
+    mean_a = sum(float(advantages[c]) for c in cells) / len(cells)
+    mean_l = sum(float(log_probs[c]) for c in cells) / len(cells)
+    cov = {c: (float(advantages[c]) - mean_a) * (float(log_probs[c]) - mean_l) for c in cells}
+    centre = sum(cov.values()) / len(cells)
+    variance = sum((v - centre) ** 2 for v in cov.values()) / len(cells)
+    for c in cells:
+        assert float(weights[c]) == pytest.approx(math.exp(-((cov[c] - centre) ** 2) / (2 * variance)), rel=1e-9)
+    uniform, _ = algorithms.get("grpo+covariance_kernel")().token_weights(
+        log_probs, torch.ones(3, 5, dtype=torch.float64), mask, None)  # equal advantages: every c = 0, σ = 0
+    assert torch.equal(uniform, torch.ones(3, 5, dtype=torch.float64))
