@@ -156,3 +156,42 @@ def test_covariance_kernel_equals_a_loop_reference_over_the_masked_tokens():
     uniform, _ = algorithms.get("grpo+covariance_kernel")().token_weights(
         log_probs, torch.ones(3, 5, dtype=torch.float64), mask, None)  # equal advantages: every c = 0, σ = 0
     assert torch.equal(uniform, torch.ones(3, 5, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------- HTPO
+def token_batch(rewards: list[float], groups: list[int], entropies: list[list[float]]) -> RolloutBatch:
+    """Responses of len(entropies[i]) tokens after a one-token prompt, right-padded."""
+    b, t = len(rewards), 1 + max(len(e) for e in entropies)
+    mask, ent = torch.zeros(b, t), torch.zeros(b, t)
+    for i, row in enumerate(entropies):
+        mask[i, 1:1 + len(row)] = 1.0
+        ent[i, 1:1 + len(row)] = torch.tensor(row)
+    return RolloutBatch(input_ids=torch.zeros(b, t, dtype=torch.long), attention_mask=torch.ones(b, t, dtype=torch.long),
+                        response_mask=mask, old_log_probs=-mask, rewards=torch.tensor(rewards),
+                        group_ids=torch.tensor(groups), entropies=ent)
+
+
+def test_htpo_worked_example_from_the_source_rule():
+    """xcyao00/HTPO core_algos.py: group 0 has 1/4 correct (hard, < 0.6), group 1 3/4 (easy).
+    Hard × correct, entropies [0.1, 0.2, 0.3, 0.4, 2.0]: high = the top max(int(0.2·5), 1) = 1 token (2.0); with
+    clip_entropy_ratio1 = 0.5, k = int(0.5·4) = 2 and the tokens strictly below the 2nd smallest (0.2) are dropped:
+    only 0.1. At the source's 0.006, k = 1 and nothing is dropped (strict <). Easy × correct, ten tokens with 2.0 and
+    1.5 the top two: k = max(int(0.02·2), 1) = 1, the 2.0 token is dropped. Incorrect responses keep every token."""
+    hard = [0.1, 0.2, 0.3, 0.4, 2.0]
+    easy = [0.1, 0.2, 0.3, 0.4, 2.0, 1.5, 0.5, 0.6, 0.7, 0.8]
+    batch = token_batch([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], [0, 0, 0, 0, 1, 1, 1, 1],
+                        [hard, hard, hard, hard, easy, easy, easy, easy])
+    plain = algorithms.get("grpo")().advantages(batch)
+    got = algorithms.get("grpo+htpo")(clip_entropy_ratio1=0.5).advantages(batch)
+    dropped = (plain != 0) & (got == 0)
+    expected = torch.zeros_like(dropped)
+    expected[0, 1] = True  # hard × correct: entropy 0.1
+    for i in (4, 5, 6):
+        expected[i, 5] = True  # easy × correct: entropy 2.0
+    assert torch.equal(dropped, expected)
+    assert torch.equal(got[~dropped], plain[~dropped])
+    source_default = algorithms.get("grpo+htpo")()
+    assert torch.equal(source_default.advantages(batch)[:4], plain[:4])  # k = 1 with strict <: nothing dropped
+    assert source_default.end_of_step({})["htpo_hard_frac"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="clip_entropy_ratio2"):
+        algorithms.get("grpo+htpo")(clip_entropy_ratio2=0.0)
