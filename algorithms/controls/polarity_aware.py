@@ -30,7 +30,9 @@ class PolarityAware(Control):
     the entropy trajectory: ``φ = clip((H_0 − H_k) / (polarity_tolerance·H_0), −1, 1)``, ``H_0`` the first
     rollout's mean token entropy (kept in the checkpoint) and ``H_k`` this rollout's, so the update leans on its
     expanding branch in proportion to how far entropy has fallen, and on its contracting branch when entropy has
-    risen. PAPO's own formulas are not public here; this is covgym's formulation of the idea.
+    risen. This is the rule PAPO's abstract states (arXiv 2605.11775: both branches kept, advantage reweighting,
+    the entropy trajectory as online phase); its weight function and phase signal were not available here, so the
+    forms above are covgym's formulation.
     Logged: ``polarity_aware_phase``, ``polarity_aware_expand_frac``.
     """
 
