@@ -149,7 +149,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     after = next((r for r in rows if "eval_flops" in r), None)
     if after is not None:
         per_run = after["quick_suite_steps"] * after["step_flops"] + 2 * after["eval_flops"]
-        before = next(r for r in rows if r["variant"] == "before")
+        before = next((r for r in rows if r["variant"].startswith("before")), after)
         per_run_before = after["quick_suite_steps"] * before["step_flops"] + 2 * after["eval_flops"]
         lines.append(f"\nOne evaluation ({after['eval_problems']} distinct problems × {after['eval_samples']} "
                      f"samples): {after['eval_flops'] / 1e9:.1f} GFLOP, {after['eval_seconds']:.1f} s. One quick-suite"

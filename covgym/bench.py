@@ -218,9 +218,9 @@ def _check_same_config(run_dir: Path, config: TrainConfig) -> None:
 
 
 def initial_evaluation(config: TrainConfig, path: Path) -> dict[str, Any]:
-    """The held-out evaluation of the untrained model for a run's env and seed, computed once and stored at
-    ``path``: it depends on the model, env, evaluation settings and seed but not on the method, so every method
-    of a seed shares it exactly (the same weights and the same sampling seed give the same samples)."""
+    """The held-out evaluation of the untrained model for a run's env, computed once and stored at ``path``: it
+    depends on the model, env and evaluation settings but not on the method or the run's seed (the evaluation's
+    problems and sampling seed are fixed), so every run of an env shares it exactly."""
     from covgym.trainer import Trainer
 
     if path.is_file():
@@ -306,8 +306,11 @@ def _steps_done(run_dir: Path) -> int:
     return records[-1]["step"] if records else 0
 
 
-def _initial_evaluation_path(out: Path, env: BenchEnv, seed: int) -> Path:
-    return out / env.name / "initial_evaluation" / f"seed{seed}.json"
+def _initial_evaluation_path(out: Path, env: BenchEnv) -> Path:
+    """One evaluation before training per environment: every run evaluates on the same problems with the same
+    sampling seed (``covgym.trainer.EVAL_SEED``) and starts from the same weights, so it is the same for every
+    method and seed."""
+    return out / env.name / "initial_evaluation.json"
 
 
 def _evaluate_cell(config: TrainConfig, path: str, threads: int) -> str:
@@ -344,11 +347,10 @@ def _run_parallel(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, i
     resolve_model(spec.model, show_progress=progress)  # a built-in model is built once here, not in every worker
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        firsts = {(env.env, seed): spec.run_config(env, spec.methods[0], seed, run_dir_for(out, env, spec.methods[0],
-                                                                                            seed))
-                  for env, _, seed in cells}
-        paths = {key: _initial_evaluation_path(out, next(e for e in spec.envs if e.env == key[0]), key[1])
-                 for key in firsts}
+        firsts = {env.env: spec.run_config(env, spec.methods[0], spec.seeds[0],
+                                           run_dir_for(out, env, spec.methods[0], spec.seeds[0]))
+                  for env, _, _ in cells}
+        paths = {key: _initial_evaluation_path(out, next(e for e in spec.envs if e.env == key)) for key in firsts}
         futures = [pool.submit(_evaluate_cell, firsts[key], str(paths[key]), 1) for key in firsts]
         for future in tqdm(as_completed(futures), total=len(futures), desc="bench: initial evaluations",
                            disable=not progress, dynamic_ncols=True):
@@ -356,7 +358,7 @@ def _run_parallel(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str, i
         submitted = {}
         for env, method, seed in cells:
             run_dir = run_dir_for(out, env, method, seed)
-            before = json.loads(paths[(env.env, seed)].read_text())
+            before = json.loads(paths[env.env].read_text())
             submitted[pool.submit(_run_cell, spec.run_config(env, method, seed, run_dir), before, 1)] = run_dir
         with tqdm(total=len(submitted), desc=f"bench: runs ({jobs} at a time)", unit="run", disable=not progress,
                   dynamic_ncols=True) as bar:
@@ -422,7 +424,7 @@ def _run_sequential(spec: BenchSpec, out: Path, cells: list[tuple[BenchEnv, str,
 
             config = spec.run_config(env, method, seed, run_dir)
             before = None if is_complete(run_dir, env.steps) else initial_evaluation(
-                spec.run_config(env, spec.methods[0], seed, run_dir), _initial_evaluation_path(out, env, seed))
+                spec.run_config(env, spec.methods[0], seed, run_dir), _initial_evaluation_path(out, env))
             statuses[str(run_dir.relative_to(out))] = run_one(config, tick, eval_before=before)
             done[index] = min(_steps_done(run_dir), env.steps)  # a resume may redo steps past its checkpoint
             bar.n = sum(done)

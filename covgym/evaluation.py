@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from covgym.policy import Policy, SamplingParams
-from covgym.rollout import pack_episodes, run_episodes, score_batch
+from covgym.rollout import pack_episodes, run_episodes, sampled_scores, score_batch
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -63,8 +63,10 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
         episodes = run_episodes(policy, envs[:len(env_seeds)], env_seeds, sampling, seed=spec.seed + start,
                                 max_turns=spec.max_turns, max_total_tokens=spec.max_total_tokens,
                                 grading_deadline_s=spec.grading_deadline_s)
-        batch = score_batch(policy, pack_episodes(episodes, list(range(len(episodes))), policy.pad_token_id))
-        entropy_sum += float((batch.entropies * batch.response_mask).sum())
+        batch = pack_episodes(episodes, list(range(len(episodes))), policy.pad_token_id)
+        sampled = sampled_scores(episodes, batch.input_ids.shape)  # the sampler's own entropies: no second pass
+        entropies = sampled[1] if sampled is not None else score_batch(policy, batch).entropies
+        entropy_sum += float((entropies * batch.response_mask).sum())
         token_count += float(batch.response_mask.sum())
         length_sum += float(batch.response_mask.sum())
         sequences += len(episodes)

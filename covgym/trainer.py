@@ -54,6 +54,12 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite updates); the last good checkpoint is intact."""
 
 
+#: Every run evaluates on the same held-out problems with the same sampling seed, whatever its own seed: methods
+#: and seeds are compared on one problem set, and the evaluation before training is the same for every seed of a
+#: sweep (so a benchmark computes it once per environment).
+EVAL_SEED = 777_777
+
+
 def derive_seed(seed: int, step: int, purpose: str) -> int:
     """A 31-bit seed for one purpose at one step, independent across purposes and steps."""
     return int(np.random.SeedSequence([seed, step, _PURPOSES[purpose]]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -210,7 +216,7 @@ class Trainer:
         self.envs = [gym.make(self.config.env.env, **{**self.config.env.env_kwargs, "split": "train"})
                      for _ in range(batch_size)]
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
-                                  self.config.eval_samples, seed=self.config.seed + 777_777,
+                                  self.config.eval_samples, seed=EVAL_SEED,
                                   max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
                                   grading_deadline_s=r.grading_deadline_s)
         self.start_step = 0

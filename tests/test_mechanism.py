@@ -44,6 +44,42 @@ def test_grader_accepts_any_correct_answer_and_rejects_the_rest():
     assert parse_attempt(" 4+2+7\n") == (4, 2, 7) and parse_attempt("4+2+") is None
 
 
+def test_two_banned_digits_are_excluded_and_named_in_the_prompt():
+    assert solutions(6, 2, (1, 5)) == ("2+4", "3+3", "4+2")
+    env = gym.make("covgym/DigitSum-v0").unwrapped
+    prompts = []
+    for seed in range(300):
+        prompt, info = env.reset(seed=seed)
+        banned = info["banned"] or ()
+        assert len(banned) <= 2 and prompt.endswith(":")
+        for answer in solutions(info["target"], info["terms"], banned):
+            assert not set(map(int, answer.split("+"))) & set(banned)
+        prompts.append(prompt)
+    assert any(" or " in p for p in prompts) and any("no " in p and " or " not in p for p in prompts)
+    with pytest.raises(ValueError, match="max_banned"):
+        gym.make("covgym/DigitSum-v0", max_banned=3)
+
+
+def test_held_out_split_has_more_than_five_hundred_distinct_problems():
+    """Every problem is enumerated (terms, target, banned set) and split by its key: the evaluation of the
+    mechanism suite grades EVAL_PROBLEMS distinct ones, so the held-out split must hold at least that many."""
+    import itertools
+
+    from covgym.envs.base import Problem
+    from covgym.mechanism import EVAL_PROBLEMS
+
+    env = gym.make("covgym/DigitSum-v0", split="test").unwrapped
+    bans = [()] + [(d,) for d in range(1, 10)] + list(itertools.combinations(range(1, 10), 2))
+    held_out = 0
+    for terms in (2, 3):
+        for target in range(terms, 9 * terms + 1):
+            for banned in bans:
+                if len(solutions(target, terms, banned)) >= 3:
+                    key = env.split_key(Problem("", "", {"target": target, "terms": terms, "banned": banned or None}))
+                    held_out += env.in_split(key)
+    assert held_out >= 500 and held_out >= EVAL_PROBLEMS
+
+
 def test_feedback_env_tells_the_sum_and_lets_the_policy_retry():
     env = gym.make("covgym/DigitSumFeedback-v0", max_turns=2)
     prompt, info = env.reset(seed=1)
@@ -73,7 +109,7 @@ def test_digit_sum_demonstrations_are_diverse_and_partly_wrong():
 def _metadata_of(prompt: str) -> dict:
     target, rest = prompt.split(" from ")
     terms = int(rest.split(" ")[0])
-    banned = int(rest.split("no ")[1][0]) if "no " in rest else None
+    banned = tuple(int(d) for d in rest.split("no ")[1].rstrip(":").split(" or ")) if "no " in rest else None
     return {"target": int(target), "terms": terms, "banned": banned}
 
 
@@ -110,7 +146,7 @@ def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
     assert shared["accuracy_before"] == own["accuracy"]
     assert shared["pass_at_k_before"] == {k[5:]: v for k, v in own.items() if k.startswith("pass@")}
     assert "kl_cov" in summary["paired_vs_baseline"]["covgym/DigitSum-v0"]
-    assert summary["shared_budget"]["covgym/DigitSum-v0"]["optim.mini_batches"] == 4
+    assert summary["shared_budget"]["covgym/DigitSum-v0"]["optim.mini_batches"] == mechanism_spec().mini_batches
 
 
 def test_no_problem_is_held_out_of_one_task_and_trained_on_in_the_other():
