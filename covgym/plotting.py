@@ -134,16 +134,17 @@ def _method_panels(container, items: Sequence[Labelled], draw: Drawer, title: st
     return smoothed, axes[:len(items)]
 
 
-def _figure_legend(figure, extra: Sequence = (), neutral: bool = False) -> None:
+def _figure_legend(figure, extra: Sequence = (), neutral: bool = False, generic: Sequence[str] = ()) -> None:
     """One legend for the whole figure, under its panels (outside every axes), entries deduplicated by label.
 
-    ``neutral`` redraws the entries in dark grey: in small multiples an entry such as "train" stands for every
-    panel's method, so it must not wear the first panel's colour.
+    ``neutral`` redraws every entry but the baseline's in dark grey, ``generic`` only those labels: an entry such
+    as "held-out eval" stands for every method, so it must not wear the first method's colour.
     """
     entries: dict[str, object] = {}
     for ax in figure.get_axes():
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, _proxy(handle, "0.25") if neutral and "(baseline)" not in label else handle)
+            grey = (neutral and "(baseline)" not in label) or label in generic
+            entries.setdefault(label, _proxy(handle, "0.25") if grey else handle)
     for handle in extra:
         entries.setdefault(handle.get_label(), handle)
     if entries:
@@ -191,7 +192,7 @@ def _multiples_figure(panels: int, items: int, width: float = 5.0, height: float
     return figure, list(np.atleast_1d(figure.subfigures(panels, 1)))
 
 
-def _smoothing_note(figure, points: int, methods: Sequence[Method]) -> None:
+def _smoothing_note(figure, points: int, methods: Sequence[Method], correlations: bool = False) -> None:
     """Say under the figure how curves were drawn (thin: per step; thick: the centred average; bands)."""
     seeds = max((len(method.runs) for method in methods), default=1)
     parts = []
@@ -201,7 +202,8 @@ def _smoothing_note(figure, points: int, methods: Sequence[Method]) -> None:
                      f"average over {width} steps, whose last points average the last window (no lag)")
     if seeds > 1:
         parts.append(f"lines: mean over up to {seeds} seeds; bands: 95% t-interval across seeds"
-                     + (", averaged the same way" if points else "") + " (correlations: on Fisher's z)")
+                     + (", averaged the same way" if points else "")
+                     + (" (correlations: on Fisher's z, so within [−1, 1])" if correlations else ""))
     if parts:
         _caption(figure, "; ".join(parts) + ".")
 
@@ -332,9 +334,12 @@ def figure_entropy_and_performance(methods: Sequence[Method]):
     smoothed = 0
     for container, (draw, ylabel, title) in zip(containers, panels):
         smoothed = max(smoothed, _method_panels(container, methods, draw, title, STEP_LABEL, ylabel)[0])
-    _figure_legend(figure, neutral=len(methods) > MAX_OVERLAY)
+    _figure_legend(figure, neutral=len(methods) > MAX_OVERLAY, generic=list(EVAL_LABELS.values()))
     _smoothing_note(figure, smoothed, methods)
     return figure
+
+
+EVAL_LABELS = {False: "held-out eval", True: "held-out eval (95% CI)"}
 
 
 def _accuracy_drawer(methods: Sequence[Method]) -> Drawer:
@@ -343,8 +348,8 @@ def _accuracy_drawer(methods: Sequence[Method]) -> Drawer:
 
     def draw(ax, method: Method, color: str, name: str | None) -> int:
         gid = None if color == CONTEXT_GREY else _gid(method)
-        part = "train" if with_eval else None
-        smoothed = _draw_series(ax, method.series("accuracy"), color, _name(name, part), gid, UNIT_INTERVAL)
+        label = name if name is not None else ("train" if with_eval else None)
+        smoothed = _draw_series(ax, method.series("accuracy"), color, label, gid, UNIT_INTERVAL)
         evaluation = method.series("eval_accuracy")
         if evaluation.size:
             several = int(evaluation.seeds.max()) > 1
@@ -352,7 +357,8 @@ def _accuracy_drawer(methods: Sequence[Method]) -> Drawer:
             errors = [evaluation.mean - low, high - evaluation.mean] if several else None
             ax.errorbar(evaluation.steps, evaluation.mean, yerr=errors, color=color, linestyle="--", marker="s",
                         markersize=4, linewidth=1.2, capsize=3, gid=gid,
-                        label=_name(name, "held-out eval" + (" (95% CI)" if several else "")))
+                        label=EVAL_LABELS[several] if name is None or "(baseline)" not in name
+                        else _name(name, EVAL_LABELS[several]))
         return smoothed
     return draw
 
@@ -423,7 +429,7 @@ def figure_entropy_change(methods: Sequence[Method]):
                                   "Per-position agreement, predicted vs. actual ΔH", STEP_LABEL,
                                   "Pearson r across positions", ylim=(-1.02, 1.02))[0]
     _figure_legend(figure, neutral=len(usable) > MAX_OVERLAY)
-    _smoothing_note(figure, smoothed, usable)
+    _smoothing_note(figure, smoothed, usable, correlations=show_corr)
     return figure
 
 
