@@ -1,5 +1,6 @@
 """What the figures draw, computed without matplotlib: runs read from disk, seeds grouped into methods, a moving
-average that does not lag, and mean ± 95 % t-intervals across seeds.
+average that does not lag, and mean ± 95 % t-intervals across seeds (for correlations, taken on Fisher's z so that
+they stay inside [−1, 1]).
 
 Runs that share a label are seeds of one method. Without labels, runs whose ``config.json`` agree on everything
 but the seed (and bookkeeping such as the run directory or step count) are seeds of one method labelled by its
@@ -80,7 +81,9 @@ class Method:
         return any(run.has(key) for run in self.runs)
 
     def series(self, key: str) -> Series:
-        return seed_statistics([run.series(key) for run in self.runs])
+        """The mean over seeds with its 95 % interval; correlations (``*_corr``) through Fisher's z."""
+        curves = [run.series(key) for run in self.runs]
+        return correlation_statistics(curves) if key.endswith("_corr") else seed_statistics(curves)
 
     def paired(self, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every seed's ``(x, y, steps)`` points pooled (a law fit over a method uses all of them)."""
@@ -161,6 +164,27 @@ def seed_statistics(curves: list[tuple[np.ndarray, np.ndarray]]) -> Series:
         half = student_t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
         low[i], high[i] = mean[i] - half, mean[i] + half
     return Series(steps, mean, low, high, seeds)
+
+
+def fisher_interval(r: float, standard_error: float, quantile: float) -> tuple[float, float]:
+    """``tanh(atanh(r) ± quantile·standard_error)``: an interval for a correlation on Fisher's z scale, mapped
+    back, so it stays inside (−1, 1) (a t-interval on r itself does not). For one sample correlation of n
+    pairs the textbook choice is ``standard_error = 1/√(n − 3)``, ``quantile = 1.96``."""
+    z = math.atanh(float(np.clip(r, -MAX_ABS_CORRELATION, MAX_ABS_CORRELATION)))
+    return math.tanh(z - quantile * standard_error), math.tanh(z + quantile * standard_error)
+
+
+#: |r| is clipped below 1 before atanh, so a perfect correlation gives a finite z.
+MAX_ABS_CORRELATION = 1 - 1e-9
+
+
+def correlation_statistics(curves: list[tuple[np.ndarray, np.ndarray]]) -> Series:
+    """Per-step correlations of several seeds: the mean and 95 % Student-t interval of ``z = atanh(r)`` across
+    seeds, mapped back with ``tanh`` (the mean is ``tanh`` of the mean z); where ``n < 2`` the interval is r."""
+    clipped = [(steps, np.arctanh(np.clip(values, -MAX_ABS_CORRELATION, MAX_ABS_CORRELATION)))
+               for steps, values in curves]
+    on_z = seed_statistics(clipped)
+    return Series(on_z.steps, np.tanh(on_z.mean), np.tanh(on_z.low), np.tanh(on_z.high), on_z.seeds)
 
 
 def smoothing_half_width(points: int) -> int:

@@ -166,7 +166,7 @@ def test_runs_sharing_a_label_are_drawn_as_a_band(tmp_path):
     figure = plotting.figure_entropy_and_performance(methods)
     accuracy_ax = figure.axes[-1]
     assert accuracy_ax.collections, "no band drawn"
-    assert any("3 seeds: mean ± 95% CI" in text.get_text() for text in accuracy_ax.get_legend().get_texts())
+    assert any("mean over up to 3 seeds; bands: 95% t-interval" in text.get_text() for text in figure.texts)
     written = plotting.plot_runs(runs, tmp_path / "out", labels=["GRPO"] * 3)  # the benchmark's call
     assert {p.name for p in written} == ALL_FIGURES
 
@@ -185,7 +185,7 @@ def _law_figure(tmp_path, noise):
     entropy, _, _ = method.paired("entropy_mean", "accuracy")
     figure = plotting.figure_entropy_law([method])
     ax = figure.axes[0]
-    legend = " | ".join(text.get_text() for text in ax.get_legend().get_texts())
+    legend = " | ".join(text.get_text() for text in [ax.title, *figure.legends[0].get_texts()])
     return ax, legend, entropy
 
 
@@ -222,3 +222,135 @@ def test_plot_help_and_default_output_directory_agree(tmp_path, capsys):
     assert main(["plot", *map(str, runs), "--labels", "A,A", "--out", str(tmp_path / "banded")]) == 0
     assert main(["plot", *map(str, runs), "--labels", "A"]) == 2
     assert "--labels has 1 entries for 2 run directories" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- one colour per method, legends outside the data
+def _method_colours(figure) -> dict[str, set[str]]:
+    """Colour of every artist tagged ``method:<label>``, read back from the figure, by method."""
+    from matplotlib.colors import to_hex
+
+    colours: dict[str, set[str]] = {}
+    for artist in figure.findobj(lambda a: str(a.get_gid() or "").startswith("method:")):
+        if hasattr(artist, "get_xdata"):  # a line
+            colour = artist.get_color()
+        else:  # a band or scatter (face), or error bars (edge)
+            colour = (artist.get_facecolor() if len(artist.get_facecolor()) else artist.get_edgecolor())[0]
+        colours.setdefault(artist.get_gid()[len("method:"):], set()).add(to_hex(colour, keep_alpha=False))
+    return colours
+
+
+def _sweep_figures(tmp_path, methods: list[str], seeds: int = 2) -> list:
+    from covgym.bench_plots import figure_pass_at_k
+
+    runs, labels = [], []
+    for index, method in enumerate(methods):
+        for seed in range(seeds):
+            runs.append(write_run(tmp_path / method / f"s{seed}", method, steps=12, seed=seed,
+                                  reward_offset=0.01 * index))
+            labels.append(method)
+    grouped = plot_data.group_runs(runs, labels)
+    figures = [draw(grouped) for draw in plotting.FIGURES.values()]
+    curve = {str(k): {"mean": 0.5, "ci_low": 0.3, "ci_high": 1.2, "n": seeds} for k in (1, 2, 4)}
+    figures.append(figure_pass_at_k({method: {"pass_at_k_curve": curve} for method in methods}, "env"))
+    assert all(figure is not None for figure in figures)
+    return figures
+
+
+def test_a_method_has_one_colour_in_every_figure_of_a_sweep_and_across_sweeps(tmp_path):
+    many = ["grpo", "clip_cov", "kl_cov", "entropy_bonus", "entropy_target", "polarity_aware", "my_method"]
+    few = ["kl_cov", "my_method", "grpo"]  # another sweep: fewer methods, another order (overlaid, not multiples)
+    seen: dict[str, set[str]] = {}
+    for name, methods in (("many", many), ("few", few)):
+        for figure in _sweep_figures(tmp_path / name, methods):
+            for method, colours in _method_colours(figure).items():
+                seen.setdefault(method, set()).update(colours)
+    assert set(seen) == set(many)  # every method was drawn in its colour somewhere
+    assert all(len(colours) == 1 for colours in seen.values()), seen
+    assert len({next(iter(c)) for c in seen.values()}) == len(seen)  # and no two methods share one
+    assert seen["grpo"] == {"#000000"}
+
+
+def test_palette_is_fixed_for_built_in_methods_and_stable_for_others():
+    import subprocess
+    import sys
+
+    from covgym.palette import METHOD_COLORS, method_color
+
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
+    assert method_color("GRPO") == method_color("grpo+ppo_clip") == METHOD_COLORS["grpo"]
+    assert method_color("grpo+entropy_target") == METHOD_COLORS["entropy_target"]
+    code = "from covgym.palette import method_color; print(method_color('my_method'), method_color('other'))"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1  # the same colour in every process (Python's own hash is salted)
+    assert outputs.pop().split() == [method_color("my_method"), method_color("other")] != ["#b0b0b0"] * 2
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("count", [3, 7])
+def test_legends_sit_outside_every_axes_and_are_smaller_than_the_plots(tmp_path, count):
+    methods = ["grpo", "clip_cov", "kl_cov", "entropy_bonus", "entropy_target", "polarity_aware", "ppo"][:count]
+    for figure in _sweep_figures(tmp_path, methods):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        axes = [ax for ax in figure.get_axes() if ax.get_visible()]
+        assert all(ax.get_legend() is None for ax in axes)
+        assert len(figure.legends) == 1
+        legend = figure.legends[0].get_window_extent(renderer)
+        assert not any(_overlaps(legend, ax.get_window_extent(renderer)) for ax in axes)
+        panels_height = max(ax.get_window_extent(renderer).y1 for ax in axes) - min(
+            ax.get_window_extent(renderer).y0 for ax in axes)
+        assert legend.height < panels_height
+        for ax in axes:  # no offset text ("1e−2") for an axis title to collide with
+            assert ax.xaxis.get_offset_text().get_text() == "" and ax.yaxis.get_offset_text().get_text() == ""
+
+
+def test_more_than_five_methods_become_small_multiples_over_the_grey_baseline(tmp_path):
+    from covgym.palette import CONTEXT_GREY
+
+    methods = ["grpo", "clip_cov", "kl_cov", "entropy_bonus", "entropy_target", "polarity_aware"]
+    figure = _sweep_figures(tmp_path, methods)[0]  # entropy_reward: three panels, each a grid of six
+    axes = [ax for ax in figure.get_axes() if ax.get_visible()]
+    assert len(axes) == 3 * len(methods)
+    assert [ax.get_title() for ax in axes[:len(methods)]] == methods
+    for ax in axes[1:len(methods)]:  # every panel but the baseline's own draws the baseline in grey behind
+        assert CONTEXT_GREY in {line.get_color() for line in ax.get_lines()}
+    law = _sweep_figures(tmp_path / "law", methods[:2])[1]
+    assert [ax.get_title().split("\n")[0] for ax in law.get_axes() if ax.get_visible()] == methods[:2]
+
+
+# ----------------------------------------------------------------- a correlation's band stays in [−1, 1]
+def test_fisher_interval_matches_the_textbook_example():
+    low, high = plot_data.fisher_interval(0.5, 1 / math.sqrt(28 - 3), 1.96)  # r = 0.5 from n = 28 pairs
+    assert (low, high) == (pytest.approx(0.156, abs=1e-3), pytest.approx(0.736, abs=1e-3))
+    assert plot_data.fisher_interval(1.0, 0.5, 1.96)[1] <= 1.0
+
+
+@given(st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_correlation_band_is_the_t_interval_on_fishers_z_mapped_back(values):
+    series = plot_data.correlation_statistics([(np.zeros(1), np.array([v])) for v in values])
+    assert -1.0 <= series.low[0] <= series.mean[0] <= series.high[0] <= 1.0
+    z = np.arctanh(np.clip(values, -plot_data.MAX_ABS_CORRELATION, plot_data.MAX_ABS_CORRELATION))
+    if np.std(z) > 0:
+        half = stats.t.ppf(0.975, len(values) - 1) * stats.sem(z)
+        low, high = plot_data.fisher_interval(math.tanh(z.mean()), half, 1.0)
+        assert (series.low[0], series.high[0]) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+
+
+def test_the_drawn_correlation_band_never_leaves_minus_one_to_one(tmp_path):
+    runs = []
+    for seed, corr in enumerate((0.9, -0.5, 0.2)):  # a t-interval on r reaches about −1.5 here
+        run = write_run(tmp_path / f"s{seed}", "grpo", steps=10, seed=seed)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[:-1]]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps({**r, "dH_corr": corr}) for r in records))
+        runs.append(run)
+    old_band = plot_data.seed_statistics([(np.zeros(1), np.array([r])) for r in (0.9, -0.5, 0.2)])
+    assert old_band.low[0] < -1  # a t-interval on r itself
+    figure = plotting.figure_entropy_change(plot_data.group_runs(runs, ["grpo"] * 3))
+    bands = [c for ax in figure.get_axes() for c in ax.collections if "Pearson" in ax.get_ylabel()
+             and c.get_paths()]
+    assert bands and all(-1.0 <= y <= 1.0 for band in bands for path in band.get_paths() for y in path.vertices[:, 1])
