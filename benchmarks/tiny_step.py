@@ -12,6 +12,10 @@ Variants:
 - ``after``: mini-batches cut by prompt group (prefix sharing computes each prompt once per mini-batch) and
   covgym's automatic threads (one, for a model this small) — the defaults now.
 
+The tiny models' build (supervised warm start) is timed the same way: ``build-2threads`` (torch's default here)
+and ``build-1thread`` (covgym's choice for a model this small) over ``--build-steps`` optimizer steps of the
+``tiny-digits`` recipe, reported as seconds per SFT step and the full build (1,500 steps) extrapolated.
+
 Each runs quiet and ``--busy``: beside a second process that keeps both cores busy with float32 matmuls (what
 another run, a test suite or a browser does to a laptop). The per-run FLOPs of the quick suite's configuration
 (steps × step FLOPs + two evaluations) are reported too.
@@ -69,6 +73,26 @@ def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int) -> Any:
         optim=dataclasses.replace(config.optim, minibatch_by_group=minibatch_by_group)), spec
 
 
+def build_worker(variant: str, build_steps: int, out: str) -> None:
+    """A shortened warm start of the tiny-digits recipe at the variant's thread count."""
+    import dataclasses
+
+    import torch
+
+    from covgym.tiny_model import DIGITS_MODEL_SPEC, build_tokenizer, build_untrained, supervised_warm_start
+
+    torch.set_num_threads(2 if variant == "build-2threads" else 1)
+    spec = dataclasses.replace(DIGITS_MODEL_SPEC, sft_steps=build_steps)
+    tokenizer = build_tokenizer()
+    model = build_untrained(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    started = time.perf_counter()
+    supervised_warm_start(model, tokenizer, spec, show_progress=False)
+    per_step = (time.perf_counter() - started) / build_steps
+    Path(out).write_text(json.dumps({"variant": variant, "torch_threads": torch.get_num_threads(),
+                                     "build_steps_timed": build_steps, "sft_step_s": per_step,
+                                     "full_build_s": per_step * DIGITS_MODEL_SPEC.sft_steps}))
+
+
 def worker(variant: str, steps: int, warmup: int, out: str) -> None:
     """Runs in its own process: thread settings take effect before any work."""
     import torch
@@ -118,7 +142,7 @@ def busy_process() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
-def run_variant(variant: str, steps: int, warmup: int, busy: bool) -> dict[str, Any]:
+def run_variant(variant: str, steps: int, warmup: int, busy: bool, build_steps: int = 60) -> dict[str, Any]:
     environment = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the variant chooses threads
     with tempfile.NamedTemporaryFile(suffix=".json") as handle:
         load = list(os.getloadavg())
@@ -127,13 +151,16 @@ def run_variant(variant: str, steps: int, warmup: int, busy: bool) -> dict[str, 
             if neighbour is not None:
                 time.sleep(2.0)
             subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(steps), "--warmup",
-                            str(warmup), "--result", handle.name], check=True, env=environment)
+                            str(warmup), "--build-steps", str(build_steps), "--result", handle.name], check=True,
+                           env=environment)
         finally:
             if neighbour is not None:
                 neighbour.kill()
                 neighbour.wait()
         result = json.loads(Path(handle.name).read_text())
     result.update(condition="busy" if busy else "quiet", load_average_at_start=load)
+    if variant.startswith("build"):
+        return result
     floor = result["step_flops"] / result["one_core_matmul_flops_per_s"]
     result.update(floor_s=floor, ratio_to_floor=result["time_step_s"] / floor)
     return result
@@ -142,7 +169,7 @@ def run_variant(variant: str, steps: int, warmup: int, busy: bool) -> dict[str, 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = ["| variant | condition | threads | step GFLOP | step s (median) | generate s | update s | floor s | "
              "time / floor |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in (r for r in rows if not r["variant"].startswith("build")):
         lines.append(f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['step_flops'] / 1e9:.2f} | "
                      f"{r['time_step_s']:.3f} | {r['time_generate_s']:.3f} | {r['time_update_s']:.3f} | "
                      f"{r['floor_s']:.3f} | {r['ratio_to_floor']:.1f}× |")
@@ -155,6 +182,11 @@ def render(rows: list[dict[str, Any]]) -> str:
                      f"samples): {after['eval_flops'] / 1e9:.1f} GFLOP, {after['eval_seconds']:.1f} s. One quick-suite"
                      f" run ({after['quick_suite_steps']} steps + 2 evaluations): {per_run / 1e9:.0f} GFLOP "
                      f"(random-row mini-batches: {per_run_before / 1e9:.0f} GFLOP).")
+    builds = [r for r in rows if r["variant"].startswith("build")]
+    if builds:
+        lines += ["", "| build | condition | threads | s per SFT step | full build (extrapolated) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['sft_step_s']:.3f} | "
+                  f"{r['full_build_s'] / 60:.1f} min |" for r in builds]
     return "\n".join(lines)
 
 
@@ -162,20 +194,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join([*VARIANTS, "build-2threads", "build-1thread"]))
+    parser.add_argument("--build-steps", type=int, default=60)
     parser.add_argument("--conditions", default="quiet,busy")
     parser.add_argument("--out", default="benchmarks/results/tiny_step.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.steps, args.warmup, args.result)
+        if args.worker.startswith("build"):
+            build_worker(args.worker, args.build_steps, args.result)
+        else:
+            worker(args.worker, args.steps, args.warmup, args.result)
         return
     from covgym.mechanism import MECHANISM_MODEL
     from covgym.model_sources import resolve_model
 
     resolve_model(MECHANISM_MODEL)  # built once, before anything is timed
-    rows = [run_variant(variant, args.steps, args.warmup, condition == "busy")
+    rows = [run_variant(variant, args.steps, args.warmup, condition == "busy", args.build_steps)
             for condition in args.conditions.split(",") for variant in args.variants.split(",")]
     table = render(rows)
     print(table)

@@ -39,6 +39,7 @@ class BenchEnv:
     prompts_per_step: int | None = None  # None: the spec's (the same for every method of this env either way)
     eval_problems: int | None = None  # None: the spec's
     methods: tuple[str, ...] | None = None  # a subset of the spec's methods to run here (None: all)
+    lr: float | None = None  # None: the spec's (the same for every method of this env either way)
 
     @property
     def name(self) -> str:
@@ -97,7 +98,8 @@ class BenchSpec:
             rollout=RolloutConfig(prompts_per_step=self.prompts_per_step if env.prompts_per_step is None
                                   else env.prompts_per_step, group_size=self.group_size,
                                   max_new_tokens=env.max_new_tokens),
-            optim=OptimConfig(lr=self.lr, mini_batches=self.mini_batches), plugins=list(self.plugins))
+            optim=OptimConfig(lr=self.lr if env.lr is None else env.lr, mini_batches=self.mini_batches),
+            plugins=list(self.plugins))
 
     def summary_options(self) -> SummaryOptions:
         return SummaryOptions(self.entropy_threshold, self.relative_threshold, self.final_window)

@@ -10,6 +10,7 @@ at all, which adds noise to every comparison; distinct problems remove that part
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +87,19 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
     }
 
 
-def distinct_problem_seeds(env: gym.Env, count: int, seed: int, max_draws_per_problem: int = 50) -> list[int]:
+def distinct_problem_seeds(env: gym.Env, count: int, seed: int, max_draws_per_problem: int = 50,
+                           strict: bool = False) -> list[int]:
     """``count`` reset seeds of ``env`` whose problems (prompts) are all different, drawn in a fixed order from
-    ``seed``. Raises ``ValueError`` naming the number found when the held-out split has fewer distinct problems."""
+    ``seed``.
+
+    A held-out split with fewer distinct problems than ``count`` (a small task) cannot give that many: ``strict``
+    raises ``ValueError`` naming how many it found; otherwise the distinct ones are repeated in turn to make up
+    ``count`` (every problem graded as evenly as possible) and a warning says so."""
     rng = np.random.default_rng(seed)
     seeds: list[int] = []
     seen: set[str] = set()
-    for _ in range(max(count * max_draws_per_problem, 1000)):
+    draws = max(count * max_draws_per_problem, 1000)
+    for _ in range(draws):
         if len(seeds) == count:
             return seeds
         candidate = int(rng.integers(0, 2**31 - 1))
@@ -102,9 +109,13 @@ def distinct_problem_seeds(env: gym.Env, count: int, seed: int, max_draws_per_pr
             seeds.append(candidate)
     if len(seeds) == count:
         return seeds
-    raise ValueError(f"evaluation: the held-out split of {env.spec.id if env.spec else type(env).__name__} gave only "
-                     f"{len(seeds)} distinct problems in {max(count * max_draws_per_problem, 1000)} draws, "
-                     f"fewer than the {count} asked for; lower --eval-problems")
+    name = env.spec.id if env.spec else type(env).__name__
+    message = (f"evaluation: the held-out split of {name} gave only {len(seeds)} distinct problems in {draws} draws, "
+               f"fewer than the {count} asked for")
+    if strict or not seeds:
+        raise ValueError(f"{message}; lower --eval-problems")
+    warnings.warn(f"{message}: each is graded about {count / len(seeds):.1f} times", stacklevel=2)
+    return [seeds[i % len(seeds)] for i in range(count)]
 
 
 def pass_at_k_curve(num_samples: int, correct_per_problem: list[int]) -> dict[str, float]:

@@ -51,7 +51,14 @@ def test_evaluation_problems_are_distinct_and_reproducible():
 def test_asking_for_more_distinct_problems_than_exist_says_how_many_there_are():
     env = gym.make("covgym/DigitSum-v0", split="test", terms=[2], max_banned=1)
     with pytest.raises(ValueError, match=r"gave only \d+ distinct problems"):
-        distinct_problem_seeds(env, 500, seed=0, max_draws_per_problem=4)
+        distinct_problem_seeds(env, 500, seed=0, max_draws_per_problem=4, strict=True)
+    with pytest.warns(UserWarning, match="graded about"):
+        seeds = distinct_problem_seeds(env, 500, seed=0, max_draws_per_problem=4)
+    prompts = [env.reset(seed=s)[0] for s in seeds]
+    distinct = len(set(prompts))
+    assert len(prompts) == 500 and distinct < 500
+    counts = {p: prompts.count(p) for p in set(prompts)}
+    assert max(counts.values()) - min(counts.values()) <= 1  # repeated as evenly as possible
 
 
 def test_small_models_get_one_thread_unless_the_user_chose(monkeypatch):
