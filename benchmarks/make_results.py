@@ -316,6 +316,8 @@ def bench_section(data: dict[str, Any] | None, kind: str) -> str:
     envs = "; ".join(f"{e['env']} ({e['steps']} steps, {e.get('prompts_per_step') or spec['prompts_per_step']} "
                      f"prompts × {spec['group_size']}, held-out {e.get('eval_problems') or spec['eval_problems']} "
                      f"problems × {spec['eval_samples']} samples"
+                     f"{', lr ' + format(e['lr'], 'g') if e.get('lr') else ''}"
+                     f"{', env kwargs ' + json.dumps(e['env_kwargs']) if e.get('env_kwargs') else ''}"
                      f"{', methods ' + ', '.join(e['methods']) if e.get('methods') else ''})" for e in spec["envs"])
     wall = meta.get("sweep_wall_s")
     sweep = data.get("sweep") or {}

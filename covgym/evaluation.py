@@ -41,7 +41,12 @@ class EvalSpec:
 
 
 def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
-    return [gym.make(spec.env_id, **{**spec.env_kwargs, "split": "test"}) for _ in range(count)]
+    """``count`` test-split envs. The first is made with Gymnasium's passive checker, the rest without: the checker
+    runs once per env object and, over an evaluation's thousand envs, cost about a second of a 15-second
+    evaluation of the tiny model."""
+    kwargs = {**spec.env_kwargs, "split": "test"}
+    return [gym.make(spec.env_id, **kwargs, **({} if index == 0 else {"disable_env_checker": True}))
+            for index in range(count)]
 
 
 def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: list[gym.Env] | None = None,

@@ -29,7 +29,8 @@ from covgym.head_stats import head_token_stats
 from covgym.metrics import log_probs_and_entropy
 from covgym.model_sources import resolve_model
 from covgym.packing import PackedBatch, pack, packing_is_exact
-from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, left_pad, output_cache,
+from covgym.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, leading_prefix_lengths, left_pad,
+                                   output_cache,
                                    positions_from_mask, prefill, shared_positions, shared_prefix_hidden,
                                    supports_sharing)
 
@@ -276,6 +277,21 @@ class Policy:
                   and getattr(self.model.generation_config, "cache_implementation", None) is None)
         return groups if shared else None
 
+    def _share_leading_prefixes(self, prompts: list[list[int]]) -> tuple[PrefixGroups, list[int]] | None:
+        """Rows whose contexts differ but start alike (a later turn of a multi-turn episode: the same prompt, then
+        different attempts and replies): their shared leading prefixes prefilled once, and each row's share
+        length; None unless that computes at most ``SHARING_PAYS`` of the positions of the padded batch."""
+        if not (self.share_prompts and self._sharing_supported) or len(prompts) < 2 \
+                or getattr(self.model.generation_config, "cache_implementation", None) is not None:
+            return None
+        lengths = leading_prefix_lengths(prompts)
+        if min(lengths) == 0:  # a row sharing nothing would prefill an all-padding row (and attend to nothing)
+            return None
+        groups = group_prefixes([p[:n] for p, n in zip(prompts, lengths)])
+        shared = (len(groups.prefixes) * max(lengths)
+                  + len(prompts) * max(len(p) - n for p, n in zip(prompts, lengths)))
+        return (groups, lengths) if shared <= SHARING_PAYS * len(prompts) * max(len(p) for p in prompts) else None
+
     def _decode(self, prompts: list[list[int]], params: SamplingParams, stop_strings: Sequence[str],
                 seed: int | None) -> list[SampledResponse]:
         """Prefill, then one trunk step per new token; the head runs on the last position only."""
@@ -287,11 +303,19 @@ class Policy:
         was_training = self.model.training
         self.model.eval()
         groups = self._share_in_sampling(prompts)
+        leads = None if groups is not None else self._share_leading_prefixes(prompts)
         if groups is not None:
             _, mask, _, cache = prefill(self._trunk_with_cache, groups.prefixes, groups.index, self.pad_token_id,
                                         device)
             step_ids = torch.tensor([[p[-1]] for p in prompts], device=device)  # [B, 1]
             mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)  # [B, W]
+        elif leads is not None:  # shared leading prefixes, then each row's own rest (padding between the two)
+            lead_groups, lengths = leads
+            _, mask, _, cache = prefill(self._trunk_with_cache, lead_groups.prefixes, lead_groups.index,
+                                        self.pad_token_id, device)
+            step_ids, rest_mask = left_pad([p[n:] for p, n in zip(prompts, lengths)], self.pad_token_id)
+            step_ids = step_ids.to(device)
+            mask = torch.cat([mask, rest_mask.to(device)], dim=1)
         else:
             step_ids, mask = left_pad(prompts, self.pad_token_id)
             step_ids, mask, cache = step_ids.to(device), mask.to(device), None

@@ -64,6 +64,24 @@ def group_prefixes(rows: Sequence[Sequence[int]]) -> PrefixGroups:
     return PrefixGroups(list(positions), torch.tensor(index, dtype=torch.long))
 
 
+def leading_prefix_lengths(rows: Sequence[Sequence[int]]) -> list[int]:
+    """For every row, the length of the longest prefix it shares with another row (at most ``len(row) − 1``: the
+    last token is always the row's own). Rows that repeat an earlier turn's context — a multi-turn episode's
+    prompt followed by different attempts — share that prompt though their full contexts differ."""
+    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
+    lengths = [0] * len(rows)
+    for left, right in zip(order, order[1:]):  # in sorted order a row's longest common prefix is with a neighbour
+        a, b = rows[left], rows[right]
+        common = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            common += 1
+        lengths[left] = max(lengths[left], common)
+        lengths[right] = max(lengths[right], common)
+    return [min(length, max(len(row) - 1, 0)) for length, row in zip(lengths, rows)]
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
     """``(ids, mask)`` ``[N, W]`` with every row aligned to the right edge, so all rows end at column ``W-1``."""
     width = max(len(row) for row in rows)

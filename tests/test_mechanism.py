@@ -92,6 +92,32 @@ def test_feedback_env_tells_the_sum_and_lets_the_policy_retry():
     assert reward == 1.0 and terminated and step_info["correct"]
 
 
+def test_retry_discount_pays_less_for_a_repaired_answer():
+    env = gym.make("covgym/DigitSumFeedback-v0", max_turns=2, retry_discount=0.5)
+    env.reset(seed=1)
+    wrong = env.unwrapped.sample_near_miss(env.unwrapped.problem, np.random.default_rng(0))
+    env.step(wrong + "\n")
+    _, reward, terminated, _, info = env.step(DigitSumFeedbackEnv.repair(wrong, env.unwrapped.problem) + "\n")
+    assert terminated and info["correct"] and reward == 0.5
+    env.reset(seed=1)
+    _, reward, terminated, _, _ = env.step(env.unwrapped.oracle_action())
+    assert terminated and reward == 1.0  # a first-try answer pays in full
+    with pytest.raises(ValueError, match="retry_discount"):
+        gym.make("covgym/DigitSumFeedback-v0", retry_discount=0.0)
+
+
+def test_the_multi_turn_task_gets_its_own_learning_rate_and_the_math_task_the_suite_s():
+    from pathlib import Path
+
+    from covgym.mechanism import AGENTIC_LR, mechanism_spec
+
+    spec = mechanism_spec()
+    math, agentic = spec.envs
+    assert spec.run_config(math, "grpo", 0, Path("x")).optim.lr == spec.lr
+    assert spec.run_config(agentic, "kl_cov", 3, Path("x")).optim.lr == AGENTIC_LR != spec.lr
+    assert len(spec.seeds) >= 10 and len(mechanism_spec(full=True).seeds) >= 20
+
+
 def test_digit_sum_demonstrations_are_diverse_and_partly_wrong():
     from covgym.envs.base import Problem
     from covgym.tiny_model import DIGITS_MODEL_SPEC, _digit_sum_examples

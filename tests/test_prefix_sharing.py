@@ -171,3 +171,29 @@ def test_other_cache_layouts_share_or_fall_back_without_changing_results(kind, r
         policy.share_prompts = share
         draws.append(policy.generate(prompts, SamplingParams(max_new_tokens=6), seed=3))
     assert draws[0] == draws[1]
+
+
+def test_leading_prefix_lengths_are_the_longest_prefix_shared_with_another_row():
+    from covgym.prefix_sharing import leading_prefix_lengths
+
+    rows = [[1, 2, 3, 9], [1, 2, 4], [1, 2, 3, 8, 7], [5, 6], [5, 6]]
+    assert leading_prefix_lengths(rows) == [3, 2, 3, 1, 1]  # capped at len − 1: the last token is the row's own
+    slow = [max((next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                 for j, b in enumerate(rows) if j != i), default=0) for i, a in enumerate(rows)]
+    assert leading_prefix_lengths(rows) == [min(s, len(r) - 1) for s, r in zip(slow, rows)]
+
+
+def test_later_turns_share_their_common_prompt_and_sample_the_same_tokens(random_policy):
+    """A second turn's contexts: one prompt, different first attempts and replies (no full context repeats)."""
+    texts = ["12+3=7 no. Try:", "12+3=15 no!", "12+3=1 ok. Try:", "9*2=4 no. Try:", "9*2=18!"]
+    prompts = [random_policy.encode_prompt(t) for t in texts]
+    assert random_policy._share_in_sampling(prompts) is None  # exact-prompt sharing finds nothing here
+    params = SamplingParams(max_new_tokens=6)
+    random_policy.share_prompts = False
+    plain = random_policy.sample(prompts, params, seed=5)
+    random_policy.share_prompts = True
+    assert random_policy._share_leading_prefixes(prompts) is not None
+    shared = random_policy.sample(prompts, params, seed=5)
+    assert [s.ids for s in shared] == [p.ids for p in plain]
+    for a, b in zip(shared, plain):
+        assert torch.allclose(torch.tensor(a.log_probs), torch.tensor(b.log_probs), atol=1e-4)
