@@ -40,10 +40,11 @@ def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
 
 
 def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: list[gym.Env] | None = None,
-             batch_problems: int = 64) -> dict[str, float]:
+             batch_problems: int = 64, first_batch_out: list | None = None) -> dict[str, float]:
     """Accuracy (mean@k) and its 95 % CI over problems, pass@1, 2, 4, …, k, the mean number of distinct correct
     answers per problem among its k samples, mean token entropy and response length on ``spec.problems``
-    test problems."""
+    test problems. ``first_batch_out``, when given, receives the first scored batch (rows: problem-major, k
+    samples each), for the caller to keep samples of."""
     if spec.problems == 0:
         return {}
     k = spec.samples
@@ -61,6 +62,8 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
                                 max_turns=spec.max_turns, max_total_tokens=spec.max_total_tokens,
                                 grading_deadline_s=spec.grading_deadline_s)
         batch = score_batch(policy, pack_episodes(episodes, list(range(len(episodes))), policy.pad_token_id))
+        if first_batch_out is not None and start == 0:
+            first_batch_out.append(batch)
         entropy_sum += float((batch.entropies * batch.response_mask).sum())
         token_count += float(batch.response_mask.sum())
         length_sum += float(batch.response_mask.sum())

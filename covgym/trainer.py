@@ -25,11 +25,13 @@ import covgym.algorithms as algorithms
 from covgym.batch import RolloutBatch
 from covgym.checkpoint import atomic_write, load_latest_checkpoint, save_checkpoint, set_rng_state
 from covgym.config import TrainConfig, from_dict, validate
+from covgym.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.run_dir import check_run_dir, clear_run_dir
 from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
+from covgym.samples import SampleWriter, episode_records, markdown, spread_rows
 from covgym.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
 from covgym import parallel, sharding, training_metrics
 
@@ -215,6 +217,9 @@ class Trainer:
         self.consecutive_skips = 0
         self.eval_before: dict[str, float] = {}
         self._tensorboard = None
+        self._samples: SampleWriter | None = None
+        self._sample_step = 0  # the training step an evaluation follows (0: before training), for its samples
+        self.dead_signal = DeadSignalMonitor(self.config.dead_signal_steps, self.config.env.env, str(self.run_dir))
 
     # ------------------------------------------------------------------ set-up helpers
     def _build_critic(self) -> None:
@@ -247,6 +252,8 @@ class Trainer:
             text = ("\n".join(kept) + "\n").encode() if kept else b""
             atomic_write(path, lambda handle: handle.write(text))
         self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in train()
+        if self.config.samples_per_step:
+            self._samples = SampleWriter(self.run_dir, self.config.samples_max_mb, self.start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -263,6 +270,16 @@ class Trainer:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step" and value is not None:
                     self._tensorboard.add_scalar(key, value, record["step"])
+
+    def _store_samples(self, batch: RolloutBatch, rows: list[int], step: int, split: str) -> None:
+        """A few episodes as readable text in samples.jsonl (and TensorBoard), rank 0 only."""
+        if self._samples is None or not self.is_main or not rows:
+            return
+        tokenizer = self.policy.tokenizer
+        records = episode_records(batch, lambda i: tokenizer.decode([i]), rows, step, split, self.policy.decode)
+        self._samples.write(records)
+        if self._tensorboard is not None:
+            self._tensorboard.add_text(f"samples/{split}", markdown(records), step)
 
     def _state(self, step: int) -> dict[str, Any]:
         if self.fsdp:
@@ -479,7 +496,13 @@ class Trainer:
             self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
         self.policy.model.eval()
         self._sync_sampler()
-        return evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs)
+        samples: list[RolloutBatch] = []
+        result = evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs,
+                          first_batch_out=samples if self._samples is not None else None)
+        if samples:  # one row per problem: each held-out problem's first sample
+            rows = list(range(0, samples[0].batch_size, self.eval_spec.samples))[:self.config.samples_per_step]
+            self._store_samples(samples[0], rows, self._sample_step, "test")
+        return result
 
     def _sync_sampler(self) -> None:
         """A separate sampling engine (vLLM) gets the weights of the last update before it samples again."""
@@ -508,6 +531,7 @@ class Trainer:
                        disable=not (self.config.progress and self.is_main))
             for step in bar:
                 record = self.train_step(step)
+                self._sample_step = step
                 if (self.config.eval_every and step % self.config.eval_every == 0) or step == self.config.steps:
                     record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
                 with warnings.catch_warnings():  # a skipped update means the optimizer did not step this time
@@ -515,7 +539,13 @@ class Trainer:
                     self.scheduler.step()
                 self._log(record)
                 history.append(record)
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
+                dead = self.dead_signal.update(record)
+                if dead and self.is_main:
+                    logger.warning(dead)
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}",
+                                **({"no_signal": f"{self.dead_signal.streak} steps"}
+                                   if self.dead_signal.patience and self.dead_signal.streak >= self.dead_signal.patience
+                                   else {}))
                 if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
                     self._save_checkpoint(step)
             self._save_final_model()
@@ -531,7 +561,11 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, Any]:
         started = time.perf_counter()
         batch, timings = self.rollout(step)
-        rollout_metrics = training_metrics.rollout_statistics(batch)
+        rollout_metrics = {**training_metrics.rollout_statistics(batch),
+                           **signal_statistics(batch.rewards, batch.group_ids)}
+        if self.config.samples_per_step and step % self.config.samples_every == 0:
+            self._store_samples(batch, spread_rows(batch.group_ids.tolist(), self.config.samples_per_step), step,
+                                "train")
         if self.config.rollout.filter_equal_groups:
             batch = self._filter_groups(batch)
         update_started = time.perf_counter()
