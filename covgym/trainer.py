@@ -541,7 +541,7 @@ class Trainer:
                 history.append(record)
                 dead = self.dead_signal.update(record)
                 if dead and self.is_main:
-                    logger.warning(dead)
+                    logger.warning("warning: %s", dead)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}",
                                 **({"no_signal": f"{self.dead_signal.streak} steps"}
                                    if self.dead_signal.patience and self.dead_signal.streak >= self.dead_signal.patience
