@@ -1,4 +1,4 @@
-"""``covgym`` command line: train, eval, demo, envs, algos, plot, bench.
+"""``covgym`` command line: train, eval, show, warmstart, demo, envs, algos, plot, bench.
 
 The CLI alone parses arguments and prints for people. Flags are generated from the config dataclasses and from
 every registered algorithm's hyperparameters, so each default and help text lives in one place.
@@ -357,6 +357,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmstart(args: argparse.Namespace) -> int:
+    from covgym.envs import is_registered, unknown_environment_message
+    from covgym.warmstart import build_warmstart
+
+    if not is_registered(args.env):
+        raise UsageError(unknown_environment_message(args.env))
+    path = build_warmstart(args.env, _parse_json_mapping(args.env_kwargs), out=args.out, sft_steps=args.sft_steps,
+                           label_noise=args.label_noise, seed=args.seed, plugins=getattr(args, "plugin", []),
+                           show_progress=not args.no_progress)
+    print(f"covgym: warm-started tiny model for {args.env}; train it with --model {path}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covgym", description="RL for language models with verifiable rewards, "
                                                                 "built to study and control policy entropy.")
@@ -400,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                       help="colour tokens by entropy (auto: on a terminal, unless NO_COLOR is set)")
     show.set_defaults(func=cmd_show)
+
+    warm = commands.add_parser("warmstart", help="build a tiny model for any env with an oracle_action, warm-started "
+                                                 "on its own problems (near misses included) so RL can improve it",
+                               description="Supervised warm start of the tiny architecture on transcripts the env's "
+                                           "oracle_action plays, a share of them near misses; cached by spec. "
+                                           "The last line printed is the model directory, for --model.")
+    warm.add_argument("--env", required=True, help="environment id")
+    warm.add_argument("--env-kwargs", default="{}", help="environment keyword arguments as JSON")
+    warm.add_argument("--out", default=None, metavar="DIR", help="write the model here (default: the covgym cache)")
+    warm.add_argument("--sft-steps", type=int, default=1500, metavar="N", help="supervised steps of 64 transcripts")
+    warm.add_argument("--label-noise", type=float, default=0.4, metavar="X",
+                      help="share of actions replaced by a near miss, so the model starts uncertain")
+    warm.add_argument("--seed", type=int, default=0, help="seed of the transcripts and the initial weights")
+    warm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    warm.set_defaults(func=cmd_warmstart)
 
     envs = commands.add_parser("envs", help="list the registered environments")
     envs.set_defaults(func=cmd_envs)

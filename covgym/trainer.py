@@ -33,6 +33,7 @@ from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
 from covgym.samples import SampleWriter, episode_records, markdown, spread_rows
 from covgym.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
+from covgym.warmstart import is_warm_started
 from covgym import parallel, sharding, training_metrics
 
 logger = logging.getLogger("covgym")
@@ -77,7 +78,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """
     optim, rollout = config.optim, config.rollout
     algorithm_class = algorithms.get(config.algo)
-    tiny = config.model.model in AUTO_LR
+    tiny = config.model.model in AUTO_LR or is_warm_started(config.model.model)  # covgym warmstart's too
     if rollout.prompts_per_step == 0:
         rollout = dataclasses.replace(rollout, prompts_per_step=16 if tiny else 8)
     if rollout.group_size == 0:
@@ -85,7 +86,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     eval_problems = config.eval_problems if config.eval_problems >= 0 else (64 if tiny else 16)
     config = config.replace(rollout=rollout, eval_problems=eval_problems)
     if optim.lr == 0.0:
-        optim = dataclasses.replace(optim, lr=AUTO_LR.get(config.model.model, 1e-6))
+        auto_lr = AUTO_LR.get(config.model.model, AUTO_LR[TINY_MODEL_ALIAS] if tiny else 1e-6)
+        optim = dataclasses.replace(optim, lr=auto_lr)
     if optim.mini_batches == 0:  # the same for every algorithm: methods compared at defaults get equal budgets
         batch = config.rollout.prompts_per_step * config.rollout.group_size
         optim = dataclasses.replace(optim, mini_batches=min(AUTO_MINI_BATCHES, batch))
