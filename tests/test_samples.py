@@ -137,3 +137,30 @@ def test_a_run_stores_readable_samples_and_resume_errors_exit_2(tmp_path, capsys
     assert "unreadable" in capsys.readouterr().err
     assert cli.main(["eval", "--model", str(run), "--problems", "1"]) == 2
     assert f"did you mean {str(run / 'final_model')!r}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_samples_reach_tensorboard_as_text(tmp_path, monkeypatch, tiny_model_path):
+    import sys
+    import types
+
+    texts: list[tuple[str, str, int]] = []
+
+    class FakeWriter:  # tensorboard itself is an optional extra; this records what would be written
+        def __init__(self, logdir: str) -> None:
+            pass
+
+        def add_scalar(self, *args) -> None:
+            pass
+
+        def add_text(self, tag: str, text: str, step: int) -> None:
+            texts.append((tag, text, step))
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--steps", "1", *SMALL, "--tensorboard", "true"]) == 0
+    assert {(tag, step) for tag, _, step in texts} == {("samples/test", 0), ("samples/train", 1), ("samples/test", 1)}
+    assert all("**reward" in text and "Compute:" in text for _, text, _ in texts)
