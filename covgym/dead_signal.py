@@ -47,6 +47,10 @@ class DeadSignalMonitor:
             return None
         return self.message(record)
 
+    def postfix(self) -> dict[str, str]:
+        """For the progress line, while the streak lasts past ``patience``: ``no_signal='7 steps'``."""
+        return {"no_signal": f"{self.streak} steps"} if self.patience and self.streak >= self.patience else {}
+
     def message(self, record: dict[str, float]) -> str:
         step = int(record.get("step", 0))
         first = step - self.streak + 1

@@ -545,9 +545,7 @@ class Trainer:
                 if dead and self.is_main:
                     logger.warning("warning: %s", dead)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}",
-                                **({"no_signal": f"{self.dead_signal.streak} steps"}
-                                   if self.dead_signal.patience and self.dead_signal.streak >= self.dead_signal.patience
-                                   else {}))
+                                **self.dead_signal.postfix())
                 if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
                     self._save_checkpoint(step)
             self._save_final_model()
