@@ -35,6 +35,7 @@ class DeadSignalMonitor:
     patience: int
     env_id: str = ""
     run_dir: str = ""
+    plugins: tuple[str, ...] = ()  # named in the suggested warmstart command, which needs them to find the env
     streak: int = 0
     zero_streak: int = 0
 
@@ -55,7 +56,8 @@ class DeadSignalMonitor:
         step = int(record.get("step", 0))
         first = step - self.streak + 1
         show = f"covgym show {self.run_dir}" if self.run_dir else "covgym show RUN_DIR"
-        warmstart = f"covgym warmstart --env {self.env_id}" if self.env_id else "covgym warmstart --env ID"
+        plugins = "".join(f"--plugin {plugin} " for plugin in self.plugins)
+        warmstart = f"covgym warmstart {plugins}--env {self.env_id or 'ID'}"
         if self.zero_streak >= self.streak:
             return (f"no learning signal: every reward was 0 on steps {first}-{step}, so every advantage is zero and "
                     f"the model learns nothing. Likely causes: the answer format (the grader does not find an "

@@ -221,7 +221,8 @@ class Trainer:
         self._tensorboard = None
         self._samples: SampleWriter | None = None
         self._sample_step = 0  # the training step an evaluation follows (0: before training), for its samples
-        self.dead_signal = DeadSignalMonitor(self.config.dead_signal_steps, self.config.env.env, str(self.run_dir))
+        self.dead_signal = DeadSignalMonitor(self.config.dead_signal_steps, self.config.env.env, str(self.run_dir),
+                                             tuple(self.config.plugins))
 
     # ------------------------------------------------------------------ set-up helpers
     def _build_critic(self) -> None:

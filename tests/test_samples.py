@@ -46,6 +46,8 @@ def test_dead_signal_warns_once_at_patience_and_names_the_causes():
     assert all(alive.update({"zero_variance_group_ratio": 0.9, "all_zero_reward": 0.0}) is None for _ in range(9))
     off = DeadSignalMonitor(patience=0)
     assert all(off.update(dead) is None for _ in range(9))
+    plugged = DeadSignalMonitor(patience=1, env_id="my/Reverse-v0", plugins=("/home/me/reverse.py",))
+    assert "covgym warmstart --plugin /home/me/reverse.py --env my/Reverse-v0" in plugged.update(dead)
     same = DeadSignalMonitor(patience=1)
     assert "too easy" in same.update({"zero_variance_group_ratio": 1.0, "all_zero_reward": 0.0, "reward_mean": 1.0})
 
