@@ -166,3 +166,47 @@ def test_samples_reach_tensorboard_as_text(tmp_path, monkeypatch, tiny_model_pat
     assert cli.main(["train", "--run-dir", str(run), "--steps", "1", *SMALL, "--tensorboard", "true"]) == 0
     assert {(tag, step) for tag, _, step in texts} == {("samples/test", 0), ("samples/train", 1), ("samples/test", 1)}
     assert all("**reward" in text and "Compute:" in text for _, text, _ in texts)
+
+
+BROKEN_ENV = '''\
+import gymnasium as gym
+from covgym.envs import Problem, SingleTurnEnv
+
+
+class BrokenEnv(SingleTurnEnv):
+    """Held-out problems work; training problems cannot be drawn: every run fails while training."""
+
+    def generate_problem(self, rng):
+        if self.split == "train":
+            raise RuntimeError("broken on purpose")
+        a, b = (int(x) for x in rng.integers(0, 10, size=2))
+        return Problem(prompt=f"Compute: {a}+{b}\\nAnswer:", answer=str(a + b))
+
+
+gym.register(id="broken/Broken-v0", entry_point=BrokenEnv)
+'''
+
+
+@pytest.mark.slow
+def test_a_bench_whose_runs_all_failed_exits_non_zero(tmp_path, capsys, tiny_model_path):
+    (tmp_path / "broken_env.py").write_text(BROKEN_ENV)
+    (tmp_path / "bench.yaml").write_text("plugins: [broken_env.py]\nenvs:\n  - {env: broken/Broken-v0, steps: 1}\n"
+                                         "methods: [grpo]\nseeds: [0]\neval_problems: 2\n")
+    code = cli.main(["bench", "--config", str(tmp_path / "bench.yaml"), "--no-plots", "--no-progress", "--out",
+                     str(tmp_path / "out")])
+    assert code == 1
+    assert "1 of 1 run(s) failed" in capsys.readouterr().err
+
+
+def test_interrupting_train_reports_what_was_saved(tmp_path, capsys, monkeypatch, tiny_model_path):
+    from covgym.trainer import Trainer
+
+    def interrupted(self):
+        self.run_dir.mkdir(parents=True)
+        (self.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    assert cli.main(["train", "--run-dir", str(tmp_path / "run"), *SMALL]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint" in err and "intact" not in err
