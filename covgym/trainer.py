@@ -23,7 +23,7 @@ import torch
 
 import covgym.algorithms as algorithms
 from covgym.batch import RolloutBatch
-from covgym.checkpoint import atomic_write, load_latest_checkpoint, save_checkpoint, set_rng_state
+from covgym.checkpoint import atomic_write, list_checkpoints, load_latest_checkpoint, save_checkpoint, set_rng_state
 from covgym.config import TrainConfig, from_dict, validate
 from covgym.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.run_dir import check_run_dir, clear_run_dir
@@ -485,9 +485,11 @@ class Trainer:
         self.consecutive_skips += 1
         logger.warning("skipped an update: %s (%d in a row)", reason, self.consecutive_skips)
         if self.consecutive_skips >= self.config.optim.max_consecutive_skips:
+            saved = list_checkpoints(self.run_dir)
+            kept = (f"the checkpoint of step {saved[-1][0]} in {self.run_dir / 'checkpoints'} is intact" if saved
+                    else f"no checkpoint was written yet in {self.run_dir}")
             raise TrainingError(f"{self.consecutive_skips} consecutive updates skipped (last: {reason}); stopping. "
-                                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact; lower --lr "
-                                f"or check the reward and model")
+                                f"{kept[0].upper() + kept[1:]}; lower --lr or check the reward and model")
         return {**{k: v for k, v in metrics.items() if math.isfinite(v)}, "skipped": 1.0}
 
     # ------------------------------------------------------------------ the loop

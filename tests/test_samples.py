@@ -139,6 +139,12 @@ def test_a_run_stores_readable_samples_and_resume_errors_exit_2(tmp_path, capsys
     assert "unreadable" in capsys.readouterr().err
     assert cli.main(["eval", "--model", str(run), "--problems", "1"]) == 2
     assert f"did you mean {str(run / 'final_model')!r}" in capsys.readouterr().err
+    samples_file = tmp_path / "eval.jsonl"
+    argv = ["eval", "--model", str(run / "final_model"), "--problems", "3", "--samples", "2", "--max-new-tokens", "4",
+            "--samples-file", str(samples_file)]
+    assert cli.main(argv) == 0
+    assert [r["split"] for r in load_samples(samples_file)] == ["test"] * 3  # one per problem
+    assert cli.main(argv) == 2  # an existing samples file is never overwritten
 
 
 @pytest.mark.slow
