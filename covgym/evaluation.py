@@ -36,7 +36,9 @@ class EvalSpec:
 
 
 def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
-    return [gym.make(spec.env_id, **{**spec.env_kwargs, "split": "test"}) for _ in range(count)]
+    from covgym.envs import make_split_env
+
+    return [make_split_env(spec.env_id, spec.env_kwargs, "test") for _ in range(count)]
 
 
 def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: list[gym.Env] | None = None,

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -27,6 +26,7 @@ from covgym.checkpoint import atomic_write, list_checkpoints, load_latest_checkp
 from covgym.config import TrainConfig, from_dict, validate
 from covgym.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.run_dir import check_run_dir, clear_run_dir
+from covgym.envs import make_split_env
 from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
@@ -209,8 +209,7 @@ class Trainer:
         self.sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
         self.local_prompts = r.prompts_per_step // self.world_size
         batch_size = self.local_prompts * r.group_size
-        self.envs = [gym.make(self.config.env.env, **{**self.config.env.env_kwargs, "split": "train"})
-                     for _ in range(batch_size)]
+        self.envs = [make_split_env(self.config.env.env, self.config.env.env_kwargs, "train") for _ in range(batch_size)]
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
                                   self.config.eval_samples, seed=self.config.seed + 777_777,
                                   max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,

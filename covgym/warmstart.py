@@ -106,7 +106,9 @@ def demonstrations(env_id: str, env_kwargs: dict[str, Any], count: int, seed: in
                    max_tokens: int) -> list[list[Segment]]:
     """``count`` transcripts (cycling through at most ``UNIQUE_EXAMPLES`` distinct ones), after checking that the
     oracle solves its own problems and that every transcript fits the tiny model."""
-    env = gym.make(env_id, **{**env_kwargs, "split": "train"})
+    from covgym.envs import make_split_env
+
+    env = make_split_env(env_id, env_kwargs, "train")
     rng = np.random.default_rng(seed)
     wrong = [reason for index in range(8)
              for _, correct, reason in [play_episode(env, seed * 7919 + index, rng, 0.0)] if not correct]

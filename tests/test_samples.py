@@ -216,3 +216,12 @@ def test_interrupting_train_reports_what_was_saved(tmp_path, capsys, monkeypatch
     assert cli.main(["train", "--run-dir", str(tmp_path / "run"), *SMALL]) == 130
     err = capsys.readouterr().err
     assert "interrupted before the first checkpoint" in err and "intact" not in err
+
+
+def test_env_kwargs_the_env_does_not_take_are_one_line_before_anything_is_written(tmp_path, capsys,
+                                                                                  tiny_model_path):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--run-dir", str(run), "--env-kwargs", '{"nope": 1}', *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected keyword argument 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
