@@ -272,7 +272,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from covgym.show import show
 
-    show(args.run, step=args.step, split=args.split, colour=args.color)
+    try:
+        show(args.run, step=args.step, split=args.split, colour=args.color)
+    except BrokenPipeError:  # `covgym show RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -34,12 +34,18 @@ def _colour_of(entropy: float | None) -> str:
 
 
 def render_tokens(tokens: Sequence[Sequence[Any]], colour: bool) -> str:
-    if not colour:
-        return "".join(token for token, _ in tokens)
+    """The response; without colour, the environment's text (tool output, replies) is set off as ``[env: ...]``."""
     out = []
-    for token, entropy in tokens:
-        code = _colour_of(entropy)
-        out.append(f"{code}{token}{RESET}" if code else token)
+    for index, (token, entropy) in enumerate(tokens):
+        if colour:
+            code = _colour_of(entropy)
+            out.append(f"{code}{token}{RESET}" if code else token)
+            continue
+        env_before = index > 0 and tokens[index - 1][1] is None
+        env_after = index + 1 < len(tokens) and tokens[index + 1][1] is None
+        if entropy is None:
+            token = ("" if env_before else "[env: ") + token + ("" if env_after else "]")
+        out.append(token)
     return "".join(out)
 
 

@@ -72,7 +72,7 @@ def test_show_colours_only_when_asked(tmp_path, monkeypatch):
     out = io.StringIO()
     assert show(str(tmp_path), stream=out) == 1  # the last step by default
     text = out.getvalue()
-    assert "\033[" not in text and "step 2: training rollouts" in text and "response:  3\n            <result><eos>" in text
+    assert "\033[" not in text and "step 2: training rollouts" in text and "response:  3[env: \n            <result>]<eos>" in text
     assert "max 1.700 at token '3'" in text
     coloured = io.StringIO()
     show(str(tmp_path), step=0, colour="always", stream=coloured)
