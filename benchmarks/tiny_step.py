@@ -7,10 +7,11 @@ the best float32 matmul rate of one core here (a 1024² product on one thread). 
 far a step is from what its arithmetic alone costs; the FLOPs say how much arithmetic a unit of evidence costs.
 
 Variants:
-- ``before``: mini-batches of random rows (each recomputes most of its rows' prompts), torch's default threads.
+- ``before``: the previous suite's step: 4 mini-batches of random rows (each recomputes most of its rows'
+  prompts), torch's default threads (2 here).
 - ``before-1thread``: the same with one thread.
-- ``after``: mini-batches cut by prompt group (prefix sharing computes each prompt once per mini-batch) and
-  covgym's automatic threads (one, for a model this small) — the defaults now.
+- ``after``: the current suite's step: 2 mini-batches cut by prompt group (prefix sharing computes each prompt
+  once per mini-batch) and covgym's automatic threads (one, for a model this small).
 
 The tiny models' build (supervised warm start) is timed the same way: ``build-2threads`` (torch's default here)
 and ``build-1thread`` (covgym's choice for a model this small) over ``--build-steps`` optimizer steps of the
@@ -38,9 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = {"before": {"minibatch_by_group": False, "threads": 2},
-            "before-1thread": {"minibatch_by_group": False, "threads": 1},
-            "after": {"minibatch_by_group": True, "threads": 0}}
+#: before: the previous suite's step (4 mini-batches of random rows, torch's default threads); after: the current
+VARIANTS = {"before": {"minibatch_by_group": False, "threads": 2, "mini_batches": 4},
+            "before-1thread": {"minibatch_by_group": False, "threads": 1, "mini_batches": 4},
+            "after": {"minibatch_by_group": True, "threads": 0, "mini_batches": None}}
+#: The previous suite's runs: 150 steps and two evaluations of 256 problems × 16 samples, each with a second
+#: scoring pass (measured this way: 203.7 GFLOP for 512 × 16, so 101.9 GFLOP for 256 × 16).
+BEFORE_STEPS, BEFORE_EVAL_FLOPS = 150, 101.9e9
 
 
 def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
@@ -59,7 +64,7 @@ def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
     return 2.0 * size**3 / best
 
 
-def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int) -> Any:
+def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int, mini_batches: int | None = None) -> Any:
     from covgym.mechanism import mechanism_spec
     from covgym.bench import run_dir_for
     import dataclasses
@@ -70,7 +75,8 @@ def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int) -> Any:
     return config.replace(
         eval_problems=0, save_every=0,
         model=dataclasses.replace(config.model, threads=threads),
-        optim=dataclasses.replace(config.optim, minibatch_by_group=minibatch_by_group)), spec
+        optim=dataclasses.replace(config.optim, minibatch_by_group=minibatch_by_group,
+                                  mini_batches=mini_batches or config.optim.mini_batches)), spec
 
 
 def build_worker(variant: str, build_steps: int, out: str) -> None:
@@ -174,14 +180,18 @@ def render(rows: list[dict[str, Any]]) -> str:
                      f"{r['time_step_s']:.3f} | {r['time_generate_s']:.3f} | {r['time_update_s']:.3f} | "
                      f"{r['floor_s']:.3f} | {r['ratio_to_floor']:.1f}× |")
     after = next((r for r in rows if "eval_flops" in r), None)
+    before = next((r for r in rows if r["variant"] == "before"), None)
     if after is not None:
-        per_run = after["quick_suite_steps"] * after["step_flops"] + 2 * after["eval_flops"]
-        before = next((r for r in rows if r["variant"].startswith("before")), after)
-        per_run_before = after["quick_suite_steps"] * before["step_flops"] + 2 * after["eval_flops"]
+        per_run = after["quick_suite_steps"] * after["step_flops"] + after["eval_flops"]
         lines.append(f"\nOne evaluation ({after['eval_problems']} distinct problems × {after['eval_samples']} "
-                     f"samples): {after['eval_flops'] / 1e9:.1f} GFLOP, {after['eval_seconds']:.1f} s. One quick-suite"
-                     f" run ({after['quick_suite_steps']} steps + 2 evaluations): {per_run / 1e9:.0f} GFLOP "
-                     f"(random-row mini-batches: {per_run_before / 1e9:.0f} GFLOP).")
+                     f"samples, entropies from the sampler): {after['eval_flops'] / 1e9:.1f} GFLOP, "
+                     f"{after['eval_seconds']:.1f} s. One quick-suite run ({after['quick_suite_steps']} steps and "
+                     f"its evaluation after training; the one before is shared by the sweep): "
+                     f"{per_run / 1e9:.0f} GFLOP.")
+        if before is not None:
+            old = BEFORE_STEPS * before["step_flops"] + 2 * BEFORE_EVAL_FLOPS
+            lines.append(f"A run of the previous suite ({BEFORE_STEPS} steps, two evaluations of 256 × 16 with a "
+                         f"scoring pass): {old / 1e9:.0f} GFLOP.")
     builds = [r for r in rows if r["variant"].startswith("build")]
     if builds:
         lines += ["", "| build | condition | threads | s per SFT step | full build (extrapolated) |", "|---|---|---|---|---|"]

@@ -623,4 +623,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     print(f"summary: {out / 'summary.md'}\njson: {out / 'summary.json'}")
     if result.plots:
         print(f"plots: {out / 'plots'}")
+    failed = sorted(name for name, status in result.statuses.items() if status == "failed")
+    if failed:  # the table leaves them out: say so, and fail, rather than exit 0 on a partial or empty table
+        print(f"covgym: bench: error: {len(failed)} of {len(result.statuses)} run(s) failed (first: "
+              f"{out / failed[0]}; its {RUN_RECORD} holds the error)", file=sys.stderr)
+        return 1
     return 0

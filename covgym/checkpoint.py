@@ -23,6 +23,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file."""
 
 
+class CheckpointReadError(CheckpointError):
+    """A checkpoint to resume from cannot be read: bad input (exit code 2), like any other."""
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,5 +97,5 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - a corrupt file becomes one readable message
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to resume "
+        raise CheckpointReadError(f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to resume "
                               f"from the previous one") from None

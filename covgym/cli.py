@@ -1,4 +1,4 @@
-"""``covgym`` command line: train, eval, demo, envs, algos, plot, bench.
+"""``covgym`` command line: train, eval, show, warmstart, demo, envs, algos, plot, bench.
 
 The CLI alone parses arguments and prints for people. Flags are generated from the config dataclasses and from
 every registered algorithm's hyperparameters, so each default and help text lives in one place.
@@ -204,7 +204,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     if trainer.is_main:
         print(f"covgym: training {config.algo} on {config.env.env} -> {trainer.run_dir}", file=sys.stderr)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except KeyboardInterrupt:
+        from covgym.interrupt import interrupt_note
+
+        raise KeyboardInterrupt(interrupt_note(trainer.run_dir)) from None
     if trainer.is_main:  # under torchrun, one table, not one per rank
         _print_summary(result)
     return 0
@@ -243,14 +248,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.temperature <= 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.samples_file and Path(args.samples_file).exists():
+        raise UsageError(f"--samples-file {args.samples_file!r} exists; choose another path (nothing is overwritten)")
     policy = Policy.from_pretrained(args.model, temperature=args.temperature)
     from covgym.threads import apply_threads
 
     apply_threads(0, policy.model, policy.device)  # a small model: one thread, as in training
     spec = EvalSpec(args.env, _parse_json_mapping(args.env_kwargs), args.problems, args.samples, args.seed)
-    result = evaluate(policy, spec, SamplingParams(args.temperature, args.top_p, args.max_new_tokens))
+    batches: list = []
+    result = evaluate(policy, spec, SamplingParams(args.temperature, args.top_p, args.max_new_tokens),
+                      first_batch_out=batches if args.samples_file else None)
     for key, value in result.items():
         print(f"{key:24}{value:.4f}")
+    if args.samples_file:
+        from covgym.samples import episode_records
+
+        rows = list(range(0, batches[0].batch_size, args.samples))[:8]  # each of the first problems' first sample
+        records = episode_records(batches[0], lambda i: policy.tokenizer.decode([i]), rows, 0, "test", policy.decode)
+        Path(args.samples_file).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        print(f"samples: {args.samples_file} (read with covgym show {args.samples_file})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from covgym.show import show
+
+    try:
+        show(args.run, step=args.step, split=args.split, colour=args.color)
+    except BrokenPipeError:  # `covgym show RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -335,6 +363,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmstart(args: argparse.Namespace) -> int:
+    from covgym.envs import is_registered, unknown_environment_message
+    from covgym.warmstart import build_warmstart
+
+    if not is_registered(args.env):
+        raise UsageError(unknown_environment_message(args.env))
+    path = build_warmstart(args.env, _parse_json_mapping(args.env_kwargs), out=args.out, sft_steps=args.sft_steps,
+                           label_noise=args.label_noise, seed=args.seed, plugins=getattr(args, "plugin", []),
+                           show_progress=not args.no_progress)
+    print(f"covgym: warm-started tiny model for {args.env}; train it with --model {path}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covgym", description="RL for language models with verifiable rewards, "
                                                                 "built to study and control policy entropy.")
@@ -357,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     evaluation.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     evaluation.add_argument("--max-new-tokens", type=int, default=32, help="max generated tokens per turn")
+    evaluation.add_argument("--samples-file", default=None, metavar="FILE",
+                            help="also store the first problems' samples (text, reward, grade, per-token entropy) "
+                                 "as JSON lines, for `covgym show FILE`")
     evaluation.set_defaults(func=cmd_eval)
 
     demo = commands.add_parser("demo", help="build the tiny model, train it with GRPO, show before/after")
@@ -364,6 +409,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="runs/demo", help="run directory")
     demo.add_argument("--seed", type=int, default=0, help="run seed")
     demo.set_defaults(func=cmd_demo)
+
+    show = commands.add_parser("show", help="print a run's stored samples: prompt, response coloured by token "
+                                            "entropy, reward and the grader's reason")
+    show.add_argument("run", metavar="RUN_DIR_OR_FILE", help="run directory (its samples.jsonl) or a samples file")
+    show.add_argument("--step", type=int, default=None, help="training step (default: the last stored; 0: the "
+                                                             "evaluation before training)")
+    show.add_argument("--split", choices=("all", "train", "test"), default="all",
+                      help="training rollouts, held-out evaluation, or both")
+    show.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                      help="colour tokens by entropy (auto: on a terminal, unless NO_COLOR is set)")
+    show.set_defaults(func=cmd_show)
+
+    warm = commands.add_parser("warmstart", help="build a tiny model for any env with an oracle_action, warm-started "
+                                                 "on its own problems (near misses included) so RL can improve it",
+                               description="Supervised warm start of the tiny architecture on transcripts the env's "
+                                           "oracle_action plays, a share of them near misses; cached by spec. "
+                                           "The last line printed is the model directory, for --model.")
+    warm.add_argument("--env", required=True, help="environment id")
+    warm.add_argument("--env-kwargs", default="{}", help="environment keyword arguments as JSON")
+    warm.add_argument("--out", default=None, metavar="DIR", help="write the model here (default: the covgym cache)")
+    warm.add_argument("--sft-steps", type=int, default=1500, metavar="N", help="supervised steps of 64 transcripts")
+    warm.add_argument("--label-noise", type=float, default=0.4, metavar="X",
+                      help="share of actions replaced by a near miss, so the model starts uncertain")
+    warm.add_argument("--seed", type=int, default=0, help="seed of the transcripts and the initial weights")
+    warm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    warm.set_defaults(func=cmd_warmstart)
 
     envs = commands.add_parser("envs", help="list the registered environments")
     envs.set_defaults(func=cmd_envs)
@@ -486,13 +557,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"covgym: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except _loaded_error_types(("covgym.checkpoint:CheckpointReadError",)) as error:  # bad input, like the rest
+        if verbose:
+            raise
+        print(f"covgym: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except _loaded_error_types(("covgym.checkpoint:CheckpointError", "covgym.trainer:TrainingError")) as error:
         if verbose:
             raise
         print(f"covgym: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("covgym: interrupted; the last checkpoint is intact (resume with --resume RUN_DIR)", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # cmd_train says what the run saved; elsewhere nothing was
+        print(f"covgym: {interrupt.args[0] if interrupt.args else 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -110,6 +110,12 @@ class TrainConfig:
                                           "optimizer step of a training step (two extra forward passes each)")
     entropy_dynamics_every: int = option(1, "measure the entropy dynamics on every N-th training step (the probe "
                                             "costs about a third of an update on the tiny models)")
+    samples_per_step: int = option(4, "rollouts stored per step in samples.jsonl, with prompt, reward, grade and "
+                                      "per-token entropy (read them with `covgym show RUN`; 0: none)")
+    samples_every: int = option(1, "store samples on every N-th training step (and at every evaluation)")
+    samples_max_mb: float = option(16.0, "cap on samples.jsonl in MiB; later samples are dropped with a warning")
+    dead_signal_steps: int = option(5, "warn when this many steps in a row had no reward variance in any group "
+                                       "(nothing to learn from; 0: never)")
     tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")
     progress: bool = option(True, "show a progress bar")
     plugins: list = option([], "modules or .py files imported before any name is resolved (--plugin, repeatable; "
@@ -253,6 +259,12 @@ def validate(config: TrainConfig) -> None:
     _check(split_error is None, "env", str(split_error))
     _check(isinstance(config.env.env_kwargs, dict), "env_kwargs", "must be a mapping")
     _check(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
+    _check(config.seed >= 0, "seed", f"must be >= 0 (every step's seeds derive from it), got {config.seed}")
+    _check(config.samples_per_step >= 0, "samples_per_step", f"must be >= 0 (0: none), got {config.samples_per_step}")
+    _check(config.samples_every >= 1, "samples_every", f"must be >= 1, got {config.samples_every}")
+    _check(config.samples_max_mb > 0, "samples_max_mb", f"must be > 0, got {config.samples_max_mb}")
+    _check(config.dead_signal_steps >= 0, "dead_signal_steps", f"must be >= 0 (0: never), got "
+                                                                f"{config.dead_signal_steps}")
     _check(config.save_every >= 0, "save_every", f"must be >= 0, got {config.save_every}")
     _check(config.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {config.keep_checkpoints}")
     _check(config.eval_every >= 0, "eval_every", f"must be >= 0, got {config.eval_every}")

@@ -44,16 +44,17 @@ def make_eval_envs(spec: EvalSpec, count: int) -> list[gym.Env]:
     """``count`` test-split envs. The first is made with Gymnasium's passive checker, the rest without: the checker
     runs once per env object and, over an evaluation's thousand envs, cost about a second of a 15-second
     evaluation of the tiny model."""
-    kwargs = {**spec.env_kwargs, "split": "test"}
-    return [gym.make(spec.env_id, **kwargs, **({} if index == 0 else {"disable_env_checker": True}))
-            for index in range(count)]
+    from covgym.envs import make_split_env
+
+    return [make_split_env(spec.env_id, spec.env_kwargs, "test", check=index == 0) for index in range(count)]
 
 
 def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: list[gym.Env] | None = None,
-             batch_problems: int = 64) -> dict[str, float]:
+             batch_problems: int = 64, first_batch_out: list | None = None) -> dict[str, float]:
     """Accuracy (mean@k) and its 95 % CI over problems, pass@1, 2, 4, …, k, the mean number of distinct correct
     answers per problem among its k samples, mean token entropy and response length on ``spec.problems``
-    test problems."""
+    test problems. ``first_batch_out``, when given, receives the first scored batch (rows: problem-major, k
+    samples each), for the caller to keep samples of."""
     if spec.problems == 0:
         return {}
     k = spec.samples
@@ -70,9 +71,13 @@ def evaluate(policy: Policy, spec: EvalSpec, sampling: SamplingParams, envs: lis
                                 max_turns=spec.max_turns, max_total_tokens=spec.max_total_tokens,
                                 grading_deadline_s=spec.grading_deadline_s)
         batch = pack_episodes(episodes, list(range(len(episodes))), policy.pad_token_id)
-        sampled = sampled_scores(episodes, batch.input_ids.shape)  # the sampler's own entropies: no second pass
-        entropies = sampled[1] if sampled is not None else score_batch(policy, batch).entropies
-        entropy_sum += float((entropies * batch.response_mask).sum())
+        sampled = sampled_scores(episodes, batch.input_ids.shape)  # the sampler's own numbers: no second pass
+        batch = (batch.replace(old_log_probs=sampled[0] * batch.response_mask,
+                               entropies=sampled[1] * batch.response_mask)
+                 if sampled is not None else score_batch(policy, batch))
+        if first_batch_out is not None and start == 0:
+            first_batch_out.append(batch)
+        entropy_sum += float((batch.entropies * batch.response_mask).sum())
         token_count += float(batch.response_mask.sum())
         length_sum += float(batch.response_mask.sum())
         sequences += len(episodes)

@@ -48,6 +48,11 @@ def resolve_model(name_or_path: str, show_progress: bool = True) -> ModelSource:
         directory = dequantized_model_dir(path, show_progress=show_progress)
         return ModelSource(str(directory), description=f"GGUF file {path.name} (de-quantised)")
     if path.is_dir():
+        if (path / "metrics.jsonl").exists() or (path / "final_model").is_dir():  # a run's config.json is no model's
+            final = path / "final_model"
+            hint = (f"did you mean {str(final)!r}?" if final.is_dir()
+                    else "its final_model/ is written when the run finishes; resume it first with --resume")
+            raise ValueError(f"model {str(path)!r} is a covgym run directory, not a model; {hint}")
         if not (path / "config.json").exists():
             raise ValueError(f"model directory {str(path)!r} has no config.json: is it a Hugging Face model "
                              f"directory (save_pretrained output)?")

@@ -22,7 +22,8 @@ from covgym.config import ConfigError, TrainConfig
 #: Flattened config keys that ``--resume`` may change: they decide how far a run goes and what it reports, not
 #: the computation of the steps it shares with the original (``run_dir``: the directory may have been moved).
 RESUMABLE_KEYS = frozenset({"steps", "progress", "save_every", "keep_checkpoints", "eval_every", "model.device",
-                            "run_dir"})
+                            "run_dir", "samples_per_step", "samples_every", "samples_max_mb",
+                            "dead_signal_steps"})
 #: What a covgym run leaves in its directory; one of them marks a directory ``--overwrite`` may clear.
 RUN_MARKERS = ("config.json", "metrics.jsonl", "checkpoints", "final_model")
 _OPAQUE = ("algo_params", "env_kwargs")  # compared as whole values

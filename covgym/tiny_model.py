@@ -160,12 +160,17 @@ def _encode_example(tokenizer, segments: list[Segment]) -> tuple[list[int], list
     return ids, labels
 
 
-def supervised_warm_start(model, tokenizer, spec: TinyModelSpec, show_progress: bool = True) -> None:
-    """Train on the demonstrations with the loss on the policy's own tokens only (answers, attempts, <eos>)."""
+def supervised_warm_start(model, tokenizer, spec: TinyModelSpec, show_progress: bool = True,
+                          examples: list[list[Segment]] | None = None) -> None:
+    """Train on the demonstrations with the loss on the policy's own tokens only (answers, attempts, <eos>).
+
+    ``examples``: ``spec.sft_steps * spec.sft_batch_size`` demonstrations to use instead of the spec's recipe's
+    (``covgym.warmstart`` brings them from any env's ``oracle_action``)."""
     from tqdm.auto import tqdm
 
     generator = torch.Generator().manual_seed(spec.seed)
-    examples = _solved_examples(spec, spec.sft_steps * spec.sft_batch_size, spec.seed)
+    if examples is None:
+        examples = _solved_examples(spec, spec.sft_steps * spec.sft_batch_size, spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.sft_learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.sft_learning_rate,
                                                    total_steps=spec.sft_steps, pct_start=0.1)

@@ -17,21 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 import covgym.algorithms as algorithms
 from covgym.batch import RolloutBatch
-from covgym.checkpoint import atomic_write, load_latest_checkpoint, save_checkpoint, set_rng_state
+from covgym.checkpoint import atomic_write, list_checkpoints, load_latest_checkpoint, save_checkpoint, set_rng_state
 from covgym.config import TrainConfig, from_dict, validate
+from covgym.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.run_dir import check_run_dir, clear_run_dir
+from covgym.envs import make_split_env
 from covgym.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.threads import apply_threads
 from covgym.metrics import masked_mean
 from covgym.policy import Policy, SamplingParams
 from covgym.rollout import collect_rollout
+from covgym.samples import SampleWriter, episode_records, markdown, spread_rows
 from covgym.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
+from covgym.warmstart import is_warm_started
 from covgym import parallel, sharding, training_metrics
 
 logger = logging.getLogger("covgym")
@@ -82,7 +85,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """
     optim, rollout = config.optim, config.rollout
     algorithm_class = algorithms.get(config.algo)
-    tiny = config.model.model in AUTO_LR
+    tiny = config.model.model in AUTO_LR or is_warm_started(config.model.model)  # covgym warmstart's too
     if rollout.prompts_per_step == 0:
         rollout = dataclasses.replace(rollout, prompts_per_step=16 if tiny else 8)
     if rollout.group_size == 0:
@@ -90,7 +93,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     eval_problems = config.eval_problems if config.eval_problems >= 0 else (64 if tiny else 16)
     config = config.replace(rollout=rollout, eval_problems=eval_problems)
     if optim.lr == 0.0:
-        optim = dataclasses.replace(optim, lr=AUTO_LR.get(config.model.model, 1e-6))
+        auto_lr = AUTO_LR.get(config.model.model, AUTO_LR[TINY_MODEL_ALIAS] if tiny else 1e-6)
+        optim = dataclasses.replace(optim, lr=auto_lr)
     if optim.mini_batches == 0:  # the same for every algorithm: methods compared at defaults get equal budgets
         batch = config.rollout.prompts_per_step * config.rollout.group_size
         optim = dataclasses.replace(optim, mini_batches=min(AUTO_MINI_BATCHES, batch))
@@ -213,8 +217,7 @@ class Trainer:
         self.sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
         self.local_prompts = r.prompts_per_step // self.world_size
         batch_size = self.local_prompts * r.group_size
-        self.envs = [gym.make(self.config.env.env, **{**self.config.env.env_kwargs, "split": "train"})
-                     for _ in range(batch_size)]
+        self.envs = [make_split_env(self.config.env.env, self.config.env.env_kwargs, "train") for _ in range(batch_size)]
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
                                   self.config.eval_samples, seed=EVAL_SEED,
                                   max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
@@ -223,6 +226,10 @@ class Trainer:
         self.consecutive_skips = 0
         self.eval_before: dict[str, float] = {}
         self._tensorboard = None
+        self._samples: SampleWriter | None = None
+        self._sample_step = 0  # the training step an evaluation follows (0: before training), for its samples
+        self.dead_signal = DeadSignalMonitor(self.config.dead_signal_steps, self.config.env.env, str(self.run_dir),
+                                             tuple(self.config.plugins))
 
     # ------------------------------------------------------------------ set-up helpers
     def _build_critic(self) -> None:
@@ -255,6 +262,8 @@ class Trainer:
             text = ("\n".join(kept) + "\n").encode() if kept else b""
             atomic_write(path, lambda handle: handle.write(text))
         self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in train()
+        if self.config.samples_per_step:
+            self._samples = SampleWriter(self.run_dir, self.config.samples_max_mb, self.start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -271,6 +280,16 @@ class Trainer:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step" and value is not None:
                     self._tensorboard.add_scalar(key, value, record["step"])
+
+    def _store_samples(self, batch: RolloutBatch, rows: list[int], step: int, split: str) -> None:
+        """A few episodes as readable text in samples.jsonl (and TensorBoard), rank 0 only."""
+        if self._samples is None or not self.is_main or not rows:
+            return
+        tokenizer = self.policy.tokenizer
+        records = episode_records(batch, lambda i: tokenizer.decode([i]), rows, step, split, self.policy.decode)
+        self._samples.write(records)
+        if self._tensorboard is not None:
+            self._tensorboard.add_text(f"samples/{split}", markdown(records), step)
 
     def _state(self, step: int) -> dict[str, Any]:
         if self.fsdp:
@@ -474,9 +493,11 @@ class Trainer:
         self.consecutive_skips += 1
         logger.warning("skipped an update: %s (%d in a row)", reason, self.consecutive_skips)
         if self.consecutive_skips >= self.config.optim.max_consecutive_skips:
+            saved = list_checkpoints(self.run_dir)
+            kept = (f"the checkpoint of step {saved[-1][0]} in {self.run_dir / 'checkpoints'} is intact" if saved
+                    else f"no checkpoint was written yet in {self.run_dir}")
             raise TrainingError(f"{self.consecutive_skips} consecutive updates skipped (last: {reason}); stopping. "
-                                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact; lower --lr "
-                                f"or check the reward and model")
+                                f"{kept[0].upper() + kept[1:]}; lower --lr or check the reward and model")
         return {**{k: v for k, v in metrics.items() if math.isfinite(v)}, "skipped": 1.0}
 
     # ------------------------------------------------------------------ the loop
@@ -488,7 +509,13 @@ class Trainer:
             self._eval_envs = make_eval_envs(self.eval_spec, min(64, self.eval_spec.problems) * self.eval_spec.samples)
         self.policy.model.eval()
         self._sync_sampler()
-        return evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs)
+        samples: list[RolloutBatch] = []
+        result = evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs,
+                          first_batch_out=samples if self._samples is not None else None)
+        if samples:  # one row per problem: each held-out problem's first sample
+            rows = list(range(0, samples[0].batch_size, self.eval_spec.samples))[:self.config.samples_per_step]
+            self._store_samples(samples[0], rows, self._sample_step, "test")
+        return result
 
     def _sync_sampler(self) -> None:
         """A separate sampling engine (vLLM) gets the weights of the last update before it samples again."""
@@ -517,6 +544,7 @@ class Trainer:
                        disable=not (self.config.progress and self.is_main))
             for step in bar:
                 record = self.train_step(step)
+                self._sample_step = step
                 if (self.config.eval_every and step % self.config.eval_every == 0) or step == self.config.steps:
                     record.update({f"eval_{k}": v for k, v in self.evaluate().items()})
                 with warnings.catch_warnings():  # a skipped update means the optimizer did not step this time
@@ -524,7 +552,11 @@ class Trainer:
                     self.scheduler.step()
                 self._log(record)
                 history.append(record)
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}")
+                dead = self.dead_signal.update(record)
+                if dead and self.is_main:
+                    logger.warning("warning: %s", dead)
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", entropy=f"{record['entropy_mean']:.3f}",
+                                **self.dead_signal.postfix())
                 if (self.config.save_every and step % self.config.save_every == 0) or step == self.config.steps:
                     self._save_checkpoint(step)
             self._save_final_model()
@@ -540,7 +572,11 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, Any]:
         started = time.perf_counter()
         batch, timings = self.rollout(step)
-        rollout_metrics = training_metrics.rollout_statistics(batch)
+        rollout_metrics = {**training_metrics.rollout_statistics(batch),
+                           **signal_statistics(batch.rewards, batch.group_ids)}
+        if self.config.samples_per_step and step % self.config.samples_every == 0:
+            self._store_samples(batch, spread_rows(batch.group_ids.tolist(), self.config.samples_per_step), step,
+                                "train")
         if self.config.rollout.filter_equal_groups:
             batch = self._filter_groups(batch)
         update_started = time.perf_counter()

@@ -85,6 +85,17 @@ def split_support_error(env_id: str) -> str | None:
             f"covgym.envs.SingleTurnEnv or MultiTurnEnv, or accept a split argument")
 
 
+def make_split_env(env_id: str, env_kwargs: dict, split: str, check: bool = True) -> gym.Env:
+    """``gymnasium.make(env_id, **env_kwargs, split=split)``; keyword arguments the env does not take are a
+    ``ValueError`` in one line (exit code 2 on the command line), not a traceback. ``check=False`` skips
+    Gymnasium's passive env checker (for the second and later of many copies of one env)."""
+    try:
+        return gym.make(env_id, **{**env_kwargs, "split": split}, **({} if check else {"disable_env_checker": True}))
+    except TypeError as error:
+        message = str(error).split(" was raised from the environment creator")[0]
+        raise ValueError(f"env_kwargs {env_kwargs!r} do not fit {env_id}: {message}") from None
+
+
 def _first_docstring_line(entry_point: object) -> str:
     if callable(entry_point):
         return ((entry_point.__doc__ or "").strip().splitlines() or [""])[0]
@@ -102,5 +113,5 @@ def describe() -> dict[str, str]:
 register_all()
 
 __all__ = ["ENVIRONMENTS", "Grade", "MultiTurnEnv", "Problem", "SingleTurnEnv", "TextEnv", "Turn", "describe",
-           "grade_math", "is_registered", "register_all", "split_support_error", "text_space",
+           "grade_math", "is_registered", "make_split_env", "register_all", "split_support_error", "text_space",
            "unknown_environment_message"]

@@ -14,9 +14,14 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_advantages import make_batch
 from test_plugins import forget_plugins  # noqa: F401 - fixture
 
+import torch
+
 import covgym.algorithms as algorithms
+from covgym.envs import SingleTurnEnv
+from covgym.envs.testing import check_text_env
 import covgym.plugins as plugins
 from covgym import cli
 from covgym.testing import check_algorithm
@@ -41,7 +46,7 @@ def doc_commands() -> list[list[str]]:
 
 def test_the_doc_examples_define_what_they_say(tmp_path, forget_plugins):  # noqa: F811
     files = doc_files()
-    assert set(files) == {"count_letters.py", "median_baseline.py"}
+    assert set(files) == {"count_letters.py", "median_baseline.py", "reverse_string.py", "capped_pg.py"}
     for name, code in files.items():
         (tmp_path / name).write_text(code)
         plugins.load_plugin(str(tmp_path / name))
@@ -54,6 +59,22 @@ def test_the_doc_examples_define_what_they_say(tmp_path, forget_plugins):  # noq
     assert "group_invariants" in check_algorithm("median_baseline", max_examples=10)  # its declaration is checked
     check_algorithm("tight_grpo", max_examples=10)
     assert len(doc_commands()) >= 5
+    check_text_env(gym.make("my/ReverseString-v0"))  # its oracle answers the way its grader wants
+    assert "check_text_env" in DOC.read_text()
+    boxed = gym.make("my/ReverseString-v0")
+    boxed.unwrapped.oracle_action = lambda: SingleTurnEnv.oracle_action(boxed.unwrapped)  # the default, as the doc says
+    with pytest.raises(AssertionError, match="the oracle was graded wrong"):
+        check_text_env(boxed)
+    capped = algorithms.get("capped_pg")()
+    log_probs = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
+    _, metrics = capped.policy_loss(log_probs, log_probs - torch.tensor([[0.0, 1.0, 0.0]]), torch.ones(1, 3),
+                                    torch.ones(1, 3))
+    assert metrics["clip_frac"] == pytest.approx(1 / 3)  # its maps["clipped"] reached the metrics
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    batch = make_batch([1.0, 0.0], [0, 0], mask)
+    composed = algorithms.get("median_baseline+ppo_clip")()
+    composed.estimator.compute = lambda b: torch.ones_like(b.response_mask)  # an estimator that forgets the mask ...
+    assert torch.equal(composed.advantages(batch), mask)  # ... is masked by the composition
 
 
 @pytest.mark.slow
@@ -61,9 +82,13 @@ def test_the_doc_commands_run_and_train_two_steps(tmp_path, monkeypatch, tiny_mo
     monkeypatch.chdir(tmp_path)
     for name, code in doc_files().items():
         (tmp_path / name).write_text(code)
+    model_dir = str(tmp_path / "warm")
     for index, argv in enumerate(doc_commands()):
+        argv = [model_dir if arg == "MODEL_DIR" else arg for arg in argv]
         if argv[0] == "train":
             argv = argv + TINY + ["--run-dir", f"run{index}"]
+        if argv[0] == "warmstart":  # a short build: what is tested is that the line runs and prints its directory
+            argv = argv + ["--sft-steps", "3", "--out", model_dir, "--no-progress"]
         assert cli.main(argv) == 0, argv
         if argv[0] == "train":
             steps = [json.loads(line)["step"] for line in (tmp_path / f"run{index}" / "metrics.jsonl").open()]

@@ -112,8 +112,8 @@ def test_non_finite_loss_skips_the_update_and_the_run_continues(tmp_path, tiny_m
 def test_too_many_consecutive_skips_stop_with_a_clear_message(tmp_path, tiny_model_path):
     trainer = small_trainer(tmp_path, tiny_model_path, max_consecutive_skips=2)
     inject_nan_on_calls(trainer, set(range(100)))
-    with pytest.raises(TrainingError, match="2 consecutive updates skipped"):
-        trainer.train()
+    with pytest.raises(TrainingError, match="2 consecutive updates skipped.*No checkpoint was written yet"):
+        trainer.train()  # it stops before any checkpoint, and says so rather than call one intact
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "run").rglob("*"))
 
 
