@@ -179,3 +179,26 @@ class Control(Part):
         if entropy is None:
             raise ValueError(f"control {self.name!r} needs the per-token entropy: pass entropy=... to policy_loss")
         return entropy
+
+
+class ScheduledControl(Control):
+    """A control whose rule follows the training step (a schedule, an annealed band): it counts steps from
+    ``first_step``, reports what it measured at the last rollout (``self.last``) once per step, and keeps the count
+    across checkpoint and resume."""
+
+    first_step: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.step = self.first_step
+        self.last: dict[str, float] = {}
+
+    def end_of_step(self, metrics: dict[str, Any]) -> dict[str, float]:
+        self.step += 1
+        return dict(self.last)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])

@@ -420,24 +420,7 @@ def _tabular_gradient(algorithm: Any, case: TabularCase) -> torch.Tensor:
                          response_mask=mask.float(), old_log_probs=old.float(), rewards=rewards[states, flat].float(),
                          group_ids=states, entropies=entropies.float(), ref_log_probs=old.float(),
                          values=torch.zeros(b, 2))
-    advantages = _advantages(algorithm, batch)
-    z = logits.clone().requires_grad_(True)
-    log_pi = torch.log_softmax(z, -1)
-    log_probs = torch.zeros(b, 2, dtype=torch.float64)
-    log_probs[:, 1] = log_pi[states, flat]
-    entropy = torch.zeros(b, 2, dtype=torch.float64)
-    entropy[:, 1] = -(log_pi.exp() * log_pi).sum(-1)[states]
-    extra = {"ref_log_probs": old} if "ref_log_probs" in inspect.signature(algorithm.policy_loss).parameters else {}
-    if callable(getattr(algorithm, "set_generator", None)):
-        algorithm.set_generator(torch.Generator().manual_seed(0))
-    try:
-        loss, _ = algorithm.policy_loss(log_probs, old, advantages, mask, entropy=entropy, **extra)
-    except Exception as error:  # noqa: BLE001
-        raise AssertionError(f"policy_loss raised {type(error).__name__}: {error}") from None
-    if not loss.requires_grad:
-        return torch.zeros_like(z)
-    (gradient,) = torch.autograd.grad(loss, z)
-    return gradient
+    return _logit_gradient(algorithm, logits, states, flat, _advantages(algorithm, batch), mask)
 
 
 def check_entropy_law(algorithm: Any, case: TabularCase) -> None:
@@ -505,7 +488,14 @@ def _bandit_batch(case: BanditCase) -> tuple[RolloutBatch, torch.Tensor, torch.T
 def _step(algorithm: Any, batch: RolloutBatch, logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor
           ) -> torch.Tensor:
     """``d loss / d logits`` ``[S, K]`` of the full pipeline (advantages, loss, autograd), on-policy, float64."""
-    advantages = _advantages(algorithm, batch)
+    return _logit_gradient(algorithm, logits, states, actions, _advantages(algorithm, batch),
+                           batch.response_mask.double())
+
+
+def _logit_gradient(algorithm: Any, logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+                    advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``d loss / d logits`` ``[S, K]`` of one on-policy loss evaluation on one-token responses (row b: state
+    ``states[b]``, action ``actions[b]``, at position 1), float64."""
     b = states.numel()
     z = logits.clone().requires_grad_(True)
     log_pi = torch.log_softmax(z, -1)
@@ -514,7 +504,6 @@ def _step(algorithm: Any, batch: RolloutBatch, logits: torch.Tensor, states: tor
     entropy = torch.zeros(b, 2, dtype=torch.float64)
     entropy[:, 1] = -(log_pi.exp() * log_pi).sum(-1)[states]
     old = log_probs.detach().clone()
-    mask = batch.response_mask.double()
     extra = {"ref_log_probs": old} if "ref_log_probs" in inspect.signature(algorithm.policy_loss).parameters else {}
     if callable(getattr(algorithm, "set_generator", None)):
         algorithm.set_generator(torch.Generator().manual_seed(0))

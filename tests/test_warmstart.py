@@ -46,8 +46,18 @@ class NoOracleEnv(MultiTurnEnv):
         return MultiTurnEnv.take_turn(self, action)
 
 
-for name, entry in (("Exact", ExactEnv), ("FixedExact", FixedExactEnv), ("Long", LongEnv), ("NoOracle", NoOracleEnv)):
-    gym.register(id=f"test_warm/{name}-v0", entry_point=entry)
+@pytest.fixture(autouse=True)
+def registered_test_envs():
+    """The test envs exist while this file's tests run, and are gone after (another file on the same worker
+    checks that the registry holds exactly covgym's envs)."""
+    ids = []
+    for name, entry in (("Exact", ExactEnv), ("FixedExact", FixedExactEnv), ("Long", LongEnv),
+                        ("NoOracle", NoOracleEnv)):
+        ids.append(f"test_warm/{name}-v0")
+        gym.register(id=ids[-1], entry_point=entry)
+    yield
+    for env_id in ids:
+        gym.registry.pop(env_id, None)
 
 
 def test_near_misses_are_close_but_different():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from covgym.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.first_order import rollout_entropy
 from covgym.algorithms.functional import broadcast_over_response
-from covgym.algorithms.parts import Control
+from covgym.algorithms.parts import ScheduledControl
 from covgym.algorithms.registry import register
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ SCHEDULES = ("constant", "linear", "cos")
 
 @register
 @dataclass
-class Entrocraft(Control):
+class Entrocraft(ScheduledControl):
     """Above the band only positive samples learn, below it only negative ones, inside it the estimator's advantages.
 
     With ``H`` the rollout's mean token entropy, ``s_i`` a response's score and ``[L_k, U_k]`` the band at step k:
@@ -40,6 +40,8 @@ class Entrocraft(Control):
     (``current_entropy`` is the rollout's aggregated token entropy). Logged: ``entrocraft_lower``,
     ``entrocraft_upper``, ``entrocraft_regime`` (+1 above, −1 below, 0 inside).
     """
+
+    first_step: ClassVar[int] = 1  # verl's global_steps: 1 at the first update
 
     name = "entrocraft"
     description = "Annealed entropy band: positive samples only above it, negative only below, GRPO inside"
@@ -63,11 +65,6 @@ class Entrocraft(Control):
             if low is not None and high is not None and not 0 <= low <= high:
                 raise ValueError(f"need 0 <= entrocraft lower <= upper, got {low} and {high}")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.step = 1  # verl's global_steps: 1 at the first update
-        self.last: dict[str, float] = {}
-
     def band(self) -> tuple[float, float]:
         """``(L_k, U_k)`` at the current step."""
         fraction = min(1.0, self.step / self.entrocraft_steps)
@@ -89,13 +86,3 @@ class Entrocraft(Control):
         if regime < 0:
             return broadcast_over_response(scores.clamp_max(0.0), batch.response_mask).to(advantages.dtype)
         return advantages
-
-    def end_of_step(self, metrics: dict[str, Any]) -> dict[str, float]:
-        self.step += 1
-        return dict(self.last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])

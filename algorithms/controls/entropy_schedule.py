@@ -9,7 +9,7 @@ from covgym.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.first_order import linear_schedule, rollout_entropy, unit_step_entropy_change
-from covgym.algorithms.parts import Control
+from covgym.algorithms.parts import ScheduledControl
 from covgym.algorithms.registry import register
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @register
 @dataclass
-class EntropySchedule(Control):
+class EntropySchedule(ScheduledControl):
     """Follow an entropy schedule by dropping responses whose update goes the wrong way; the loss is unchanged.
 
     Schedule: ``H*(k)`` = ``entropy_schedule_start`` annealed linearly to ``entropy_schedule_end`` over
@@ -53,11 +53,6 @@ class EntropySchedule(Control):
         if self.entropy_schedule_tolerance <= 0:
             raise ValueError(f"entropy_schedule_tolerance must be > 0, got {self.entropy_schedule_tolerance}")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.step = 0
-        self.last: dict[str, float] = {}
-
     def entropy_band(self) -> tuple[float, float]:
         return self.target(), self.target()
 
@@ -79,13 +74,3 @@ class EntropySchedule(Control):
         self.last = {"entropy_schedule_target": target, "entropy_schedule_gap": gap,
                      "entropy_schedule_rejected_frac": float(rejected.double().mean()) if rejected.numel() else 0.0}
         return advantages * (~rejected).to(advantages.dtype)[:, None]
-
-    def end_of_step(self, metrics: dict[str, Any]) -> dict[str, float]:
-        self.step += 1
-        return dict(self.last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
