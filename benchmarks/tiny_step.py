@@ -17,6 +17,9 @@ The tiny models' build (supervised warm start) is timed the same way: ``build-2t
 and ``build-1thread`` (covgym's choice for a model this small) over ``--build-steps`` optimizer steps of the
 ``tiny-digits`` recipe, reported as seconds per SFT step and the full build (1,500 steps) extrapolated.
 
+``demo`` and ``demo-2threads`` time ``covgym demo`` (120 GRPO steps of the ``tiny`` model with its evaluations,
+the model already built) at covgym's automatic threads and with ``OMP_NUM_THREADS=2`` (torch's default here).
+
 Each runs quiet and ``--busy``: beside a second process that keeps both cores busy with float32 matmuls (what
 another run, a test suite or a browser does to a laptop). The per-run FLOPs of the quick suite's configuration
 (steps × step FLOPs + two evaluations) are reported too.
@@ -99,6 +102,20 @@ def build_worker(variant: str, build_steps: int, out: str) -> None:
                                      "full_build_s": per_step * DIGITS_MODEL_SPEC.sft_steps}))
 
 
+def demo_worker(variant: str, out: str) -> None:
+    """``covgym demo`` in a child process with the variant's threads; wall seconds of the whole command."""
+    environment = dict(os.environ)
+    if variant == "demo-2threads":
+        environment["OMP_NUM_THREADS"] = "2"
+    with tempfile.TemporaryDirectory() as run_dir:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "covgym", "demo", "--run-dir", str(Path(run_dir) / "demo")],
+                       check=True, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+    Path(out).write_text(json.dumps({"variant": variant, "torch_threads": 2 if variant == "demo-2threads" else 1,
+                                     "demo_s": seconds}))
+
+
 def worker(variant: str, steps: int, warmup: int, out: str) -> None:
     """Runs in its own process: thread settings take effect before any work."""
     import torch
@@ -165,7 +182,7 @@ def run_variant(variant: str, steps: int, warmup: int, busy: bool, build_steps: 
                 neighbour.wait()
         result = json.loads(Path(handle.name).read_text())
     result.update(condition="busy" if busy else "quiet", load_average_at_start=load)
-    if variant.startswith("build"):
+    if variant.startswith(("build", "demo")):
         return result
     floor = result["step_flops"] / result["one_core_matmul_flops_per_s"]
     result.update(floor_s=floor, ratio_to_floor=result["time_step_s"] / floor)
@@ -175,7 +192,7 @@ def run_variant(variant: str, steps: int, warmup: int, busy: bool, build_steps: 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = ["| variant | condition | threads | step GFLOP | step s (median) | generate s | update s | floor s | "
              "time / floor |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in (r for r in rows if not r["variant"].startswith("build")):
+    for r in (r for r in rows if not r["variant"].startswith(("build", "demo"))):
         lines.append(f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['step_flops'] / 1e9:.2f} | "
                      f"{r['time_step_s']:.3f} | {r['time_generate_s']:.3f} | {r['time_update_s']:.3f} | "
                      f"{r['floor_s']:.3f} | {r['ratio_to_floor']:.1f}× |")
@@ -197,6 +214,10 @@ def render(rows: list[dict[str, Any]]) -> str:
         lines += ["", "| build | condition | threads | s per SFT step | full build (extrapolated) |", "|---|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['sft_step_s']:.3f} | "
                   f"{r['full_build_s'] / 60:.1f} min |" for r in builds]
+    demos = [r for r in rows if r["variant"].startswith("demo")]
+    if demos:
+        lines += ["", "| `covgym demo` (model cached) | condition | threads | wall s |", "|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['demo_s']:.0f} |" for r in demos]
     return "\n".join(lines)
 
 
@@ -204,8 +225,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--variants", default=",".join([*VARIANTS, "build-2threads", "build-1thread"]))
-    parser.add_argument("--build-steps", type=int, default=60)
+    parser.add_argument("--variants", default=",".join([*VARIANTS, "build-2threads", "build-1thread", "demo",
+                                                         "demo-2threads"]))
+    parser.add_argument("--build-steps", type=int, default=40)
     parser.add_argument("--conditions", default="quiet,busy")
     parser.add_argument("--out", default="benchmarks/results/tiny_step.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -214,6 +236,8 @@ def main() -> None:
     if args.worker:
         if args.worker.startswith("build"):
             build_worker(args.worker, args.build_steps, args.result)
+        elif args.worker.startswith("demo"):
+            demo_worker(args.worker, args.result)
         else:
             worker(args.worker, args.steps, args.warmup, args.result)
         return
@@ -221,6 +245,7 @@ def main() -> None:
     from covgym.model_sources import resolve_model
 
     resolve_model(MECHANISM_MODEL)  # built once, before anything is timed
+    resolve_model("tiny")
     rows = [run_variant(variant, args.steps, args.warmup, condition == "busy", args.build_steps)
             for condition in args.conditions.split(",") for variant in args.variants.split(",")]
     table = render(rows)

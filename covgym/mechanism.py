@@ -104,4 +104,4 @@ def mechanism_spec(full: bool = False, methods: tuple[str, ...] | None = None) -
                      seeds=FULL_SEEDS if full else QUICK_SEEDS, envs=envs, method_params=params,
                      model=MECHANISM_MODEL, lr=5e-4, prompts_per_step=16, group_size=8, mini_batches=2,
                      eval_problems=EVAL_PROBLEMS, eval_samples=EVAL_SAMPLES, save_every=50, final_window=10,
-                     baseline="grpo", law_window=5, entropy_dynamics_every=5)
+                     baseline="grpo", law_window=5, entropy_dynamics_every=10)
