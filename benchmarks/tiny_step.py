@@ -17,8 +17,8 @@ The tiny models' build (supervised warm start) is timed the same way: ``build-2t
 and ``build-1thread`` (covgym's choice for a model this small) over ``--build-steps`` optimizer steps of the
 ``tiny-digits`` recipe, reported as seconds per SFT step and the full build (1,500 steps) extrapolated.
 
-``demo`` and ``demo-2threads`` time ``covgym demo`` (120 GRPO steps of the ``tiny`` model with its evaluations,
-the model already built) at covgym's automatic threads and with ``OMP_NUM_THREADS=2`` (torch's default here).
+``demo`` and ``demo-2threads`` time ``covgym demo --steps 30`` (the demo's GRPO on the ``tiny`` model, a quarter of
+its 120 steps, with its two evaluations; the model already built) at covgym's automatic threads and with ``OMP_NUM_THREADS=2`` (torch's default here).
 
 Each runs quiet and ``--busy``: beside a second process that keeps both cores busy with float32 matmuls (what
 another run, a test suite or a browser does to a laptop). The per-run FLOPs of the quick suite's configuration
@@ -49,6 +49,7 @@ VARIANTS = {"before": {"minibatch_by_group": False, "threads": 2, "mini_batches"
 #: The previous suite's runs: 150 steps and two evaluations of 256 problems × 16 samples, each with a second
 #: scoring pass (measured this way: 203.7 GFLOP for 512 × 16, so 101.9 GFLOP for 256 × 16).
 BEFORE_STEPS, BEFORE_EVAL_FLOPS = 150, 101.9e9
+DEMO_STEPS = 30
 
 
 def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
@@ -109,7 +110,8 @@ def demo_worker(variant: str, out: str) -> None:
         environment["OMP_NUM_THREADS"] = "2"
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "covgym", "demo", "--run-dir", str(Path(run_dir) / "demo")],
+        subprocess.run([sys.executable, "-m", "covgym", "demo", "--steps", str(DEMO_STEPS),
+                        "--run-dir", str(Path(run_dir) / "demo")],
                        check=True, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
     Path(out).write_text(json.dumps({"variant": variant, "torch_threads": 2 if variant == "demo-2threads" else 1,
@@ -216,7 +218,8 @@ def render(rows: list[dict[str, Any]]) -> str:
                   f"{r['full_build_s'] / 60:.1f} min |" for r in builds]
     demos = [r for r in rows if r["variant"].startswith("demo")]
     if demos:
-        lines += ["", "| `covgym demo` (model cached) | condition | threads | wall s |", "|---|---|---|---|"]
+        lines += ["", f"| `covgym demo --steps {DEMO_STEPS}` (model cached) | condition | threads | wall s |",
+                  "|---|---|---|---|"]
         lines += [f"| {r['variant']} | {r['condition']} | {r['torch_threads']} | {r['demo_s']:.0f} |" for r in demos]
     return "\n".join(lines)
 

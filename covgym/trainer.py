@@ -217,7 +217,8 @@ class Trainer:
         self.sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
         self.local_prompts = r.prompts_per_step // self.world_size
         batch_size = self.local_prompts * r.group_size
-        self.envs = [make_split_env(self.config.env.env, self.config.env.env_kwargs, "train") for _ in range(batch_size)]
+        self.envs = [make_split_env(self.config.env.env, self.config.env.env_kwargs, "train", check=index == 0)
+                     for index in range(batch_size)]  # Gymnasium's passive checker once, not once per copy
         self.eval_spec = EvalSpec(self.config.env.env, dict(self.config.env.env_kwargs), self.config.eval_problems,
                                   self.config.eval_samples, seed=EVAL_SEED,
                                   max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
