@@ -181,7 +181,7 @@ class Trainer:
                                              show_progress=self.config.progress, autocast_bf16=m.autocast_bf16,
                                              share_prompts=m.share_prompts, pack_sequences=m.pack_sequences,
                                              activation_budget_mb=m.activation_budget_mb)
-        self.threads = apply_threads(m.threads, self.policy.model, self.device)
+        apply_threads(m.threads, self.policy.model, self.device)  # one thread for a small model (covgym/threads.py)
         self.reference: Policy | None = None
         needs = self.algorithm.needs  # declared by the algorithm's parts; the trainer never probes for methods
         if "reference_model" in needs:
