@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 HYPOTHESIS_SEED ?= 0
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -c "from covgym.tiny_model import ensure_tiny_model; ensure_tiny_model()"  # once, not once per worker
+	$(PY) -c "from covgym.models.tiny_model import ensure_tiny_model; ensure_tiny_model()"  # once, not once per worker
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 \
 		$(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 

@@ -24,6 +24,10 @@ load_builtins()
 from covgym.algorithms.presets import (GPG, GRPO, PPO, RLOO, ClipCov, ClipHigher, DrGRPO,  # noqa: E402
                                        EntropyBonus, KLCov, ReinforcePP)
 
+#: covgym packages this package may import: algorithms see batches and token statistics, never envs, models or the
+#: trainer (checked by tests/test_layout.py).
+MAY_IMPORT: tuple[str, ...] = ("covgym.core",)
+
 __all__ = ["GPG", "GRPO", "NEEDS", "PPO", "RLOO", "Algorithm", "AlgorithmCore", "ClipCov", "ClipHigher", "ClipRange",
            "Composition", "Control", "DrGRPO", "EntropyBonus", "Estimator", "KLCov", "Part", "PolicyLoss",
            "ReinforcePP", "compose", "functional", "get", "hyperparameter", "hyperparameter_index", "load_builtins",

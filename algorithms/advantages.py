@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -31,7 +31,7 @@ def _group_sum(values: Tensor, inverse: Tensor, num_groups: int) -> Tensor:
 def batch_whiten(values: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor:
     """``(x − mean)/sqrt(var + eps)`` with the masked mean and unbiased variance of the *global* batch.
 
-    Equals ``covgym.metrics.masked_whiten`` (verl's) in one process; under data parallelism the sums are reduced
+    Equals ``covgym.core.metrics.masked_whiten`` (verl's) in one process; under data parallelism the sums are reduced
     over ranks, so the result does not depend on how the batch is sharded.
     """
     mask = response_mask.to(values.dtype)

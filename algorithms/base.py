@@ -14,13 +14,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-from covgym.batch import RolloutBatch
-from covgym.metrics import masked_mean, token_covariance
+from covgym.core.batch import RolloutBatch
+from covgym.core.metrics import masked_mean, token_covariance
 from covgym.algorithms.functional import (LOSS_AGG_MODES, aggregate_loss, kl_penalty, ppo_clip_token_loss,
                                           selection_count)
 

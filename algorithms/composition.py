@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 _CORE_FIELDS = frozenset(f.name for f in dataclasses.fields(AlgorithmCore))
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
-from covgym.lazy import torch_distributed as dist
+from covgym.core.lazy import torch
+from covgym.core.lazy import torch_distributed as dist
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 from covgym.algorithms.distributed import all_reduce_sum
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 
 def unit_step_entropy_change(batch: RolloutBatch, advantages: Tensor) -> Tensor:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-from covgym.metrics import masked_var
+from covgym.core.metrics import masked_var
 from covgym.algorithms.advantages import (batch_whiten, broadcast_over_response, gae_advantages_and_returns,
                                           group_mean, group_normalized_advantages,
                                           reinforce_pp_baseline_advantages, rloo_advantages)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 KINDS = ("estimator", "loss", "control")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -27,7 +27,7 @@ def covariance_terms(log_probs: Tensor, advantages: Tensor, response_mask: Tenso
     """``[B, T]`` per-token ``(A − mean A)·(log π − mean log π)``, detached, 0 outside the mask.
 
     Means are over the masked tokens of the global mini-batch. In one process this equals
-    ``covgym.metrics.token_covariance``.
+    ``covgym.core.metrics.token_covariance``.
     """
     mask = response_mask.detach().to(log_probs.dtype)
     log_probs = log_probs.detach()

@@ -62,7 +62,7 @@ def run_part(name: str, command: list[str], limit_s: float, log_dir: Path) -> di
 def smollm2_available() -> str | None:
     """None when the SmolLM2 alias can be resolved offline, else the reason it cannot."""
     try:
-        from covgym.model_aliases import SMOLLM2_ALIAS, SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, packaged_gguf_file
+        from covgym.models.aliases import SMOLLM2_ALIAS, SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, packaged_gguf_file
 
         packaged_gguf_file(SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, SMOLLM2_ALIAS)
         import gguf  # noqa: F401

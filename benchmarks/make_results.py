@@ -49,14 +49,14 @@ def _load_text() -> str:
 
 # ----------------------------------------------------------------------------------------------------- measuring
 def run_sweep(kind: str) -> None:
-    import covgym.bench as bench
+    import covgym.benchmark.command as command
 
     name, out, flags = SWEEPS[kind]
     argv = flags + ["--out", out, "--no-progress"] if not sys.stderr.isatty() else flags + ["--out", out]
     parser = argparse.ArgumentParser(prog="covgym bench")
-    bench.add_bench_arguments(parser)
+    command.add_bench_arguments(parser)
     load, started = _load_text(), time.perf_counter()
-    bench.run_bench_command(parser.parse_args(argv))
+    command.run_bench_command(parser.parse_args(argv))
     data = json.loads((ROOT / out / "summary.json").read_text())
     data["meta"] = {"command": "covgym bench " + " ".join(flags + ["--out", out]), "sweep_wall_s":
                     time.perf_counter() - started, "load_average_at_start": load,
@@ -66,7 +66,7 @@ def run_sweep(kind: str) -> None:
 
 def import_sweep(kind: str, directory: str) -> None:
     """Re-aggregate a sweep run separately (e.g. ``covgym bench --out DIR``) and store it as this kind's result."""
-    import covgym.bench as bench
+    import covgym.benchmark.sweep as bench
 
     root = Path(directory)
     spec = bench.spec_from_dict(json.loads((root / "bench_spec.json").read_text()))
@@ -302,7 +302,7 @@ def memory_section(data: dict[str, Any] | None) -> str:
                       f"chunked path's peak is bounded by chunk × vocabulary × 4 bytes (times the temporaries of "
                       f"one chunk) and does not grow with N; the full path grows linearly with N, so the ratio "
                       f"falls as N grows. covgym sizes the chunk by bytes (256 MiB of float32 logits, "
-                      f"`covgym.policy.DEFAULT_CHUNK_BYTES`), so the rows per chunk shrink as the vocabulary grows "
+                      f"`covgym.models.policy.DEFAULT_CHUNK_BYTES`), so the rows per chunk shrink as the vocabulary grows "
                       f"and the bound holds at any vocabulary."]
     return "\n".join(lines) + "\n"
 
@@ -330,8 +330,8 @@ def bench_section(data: dict[str, Any] | None, kind: str) -> str:
              f"{' (sum of the runs’ wall times)' if meta.get('wall_is_sum_of_runs') else ''}.", "",
              f"Methods {', '.join(spec['methods'])}; seeds {', '.join(map(str, spec['seeds']))}; model "
              f"{spec['model']}; lr {spec['lr']:g}, {spec['mini_batches']} mini-batches per rollout; {envs}. "
-             f"Each method's own hyperparameters: `covgym/mechanism.py`.", ""]
-    from covgym.bench_summary import SummaryOptions, markdown_table
+             f"Each method's own hyperparameters: `covgym/benchmark/mechanism.py`.", ""]
+    from covgym.benchmark.summary import SummaryOptions, markdown_table
 
     options = SummaryOptions(spec["entropy_threshold"], spec["relative_threshold"], spec["final_window"])
     table = data["aggregate"]  # JSON keys come back sorted: restore the spec's order of envs and methods

@@ -4,7 +4,7 @@ Random float32 hidden states ``[N, 896]`` (Qwen2.5-0.5B's width) and a random ou
 downloads. Variants:
 
 - ``chunked``: covgym's path, as ``Policy.score`` runs it: the head is applied to ``chunk`` rows at a time and
-  ``covgym.metrics.log_probs_and_entropy`` reduces each chunk to two numbers per token, so ``[N, V]`` logits never
+  ``covgym.core.metrics.log_probs_and_entropy`` reduces each chunk to two numbers per token, so ``[N, V]`` logits never
   exist at once. In training (forward + backward) each chunk is recomputed in backward (checkpointing).
 - ``full``: the naive path: materialise all ``[N, V]`` float32 logits, then ``log_softmax``, gather and
   ``−Σ p·log p``.
@@ -46,7 +46,7 @@ def worker(variant: str, tokens: int, mode: str, chunk: int) -> dict[str, Any]:
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    from covgym.metrics import log_probs_and_entropy
+    from covgym.core.metrics import log_probs_and_entropy
 
     torch.manual_seed(0)
     train = mode == "train"
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(variant, int(tokens), mode, int(chunk))))
         return 0
 
-    from covgym.policy import DEFAULT_CHUNK_BYTES, chunk_rows
+    from covgym.models.policy import DEFAULT_CHUNK_BYTES, chunk_rows
 
     chunk = args.chunk or chunk_rows(VOCAB, DEFAULT_CHUNK_BYTES)
     chunks = [chunk] + [int(c) for c in args.extra_chunks.split(",") if c.strip() and int(c) != chunk]

@@ -2,7 +2,7 @@
 
 GRPO samples ``group_size`` responses per prompt, so every prompt appears ``group_size`` times in the batch and
 (for short answers) makes up most of its tokens. covgym runs each distinct prompt once and gathers its KV cache
-for the rows that repeat it (``covgym/prefix_sharing.py``). This script times, on the speed benchmark's step-1
+for the rows that repeat it (``covgym/models/prefix_sharing.py``). This script times, on the speed benchmark's step-1
 batch (tiny model, 16 arithmetic prompts × 8), each phase with sharing off and on:
 
 - generation: ``Policy.generate`` on the 128 prompts (same seed: the draws must be identical);
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/prefix_sharing.json")
     args = parser.parse_args(argv)
 
-    from covgym.policy import Policy, SamplingParams
-    from covgym.rollout import Episode, pack_episodes
-    from covgym.tiny_model import ensure_tiny_model
+    from covgym.models.policy import Policy, SamplingParams
+    from covgym.train.rollout import Episode, pack_episodes
+    from covgym.models.tiny_model import ensure_tiny_model
 
     policy = Policy.from_pretrained(str(ensure_tiny_model(show_progress=False)), show_progress=False)
     prompts = [policy.encode_prompt(text) for text, _ in speed.step_prompts(1)]

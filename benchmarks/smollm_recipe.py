@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from covgym.config import from_dict
-from covgym.trainer import Trainer
+from covgym.train.config import from_dict
+from covgym.train.trainer import Trainer
 
 ENV_KWARGS = {"num_terms": 2, "instruction": " Put the final answer in \\boxed{}.", "format_reward": 0.1}
 METHOD_PARAMS = {"grpo": {}, "kl_cov": {"kl_cov_ratio": 2e-2}}

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from covgym.config import DEFAULT_ACTIVATION_BUDGET_MB
+from covgym.train.config import DEFAULT_ACTIVATION_BUDGET_MB
 
 SEED, MINI_BATCHES = 0, 4
 ENV_ID = "covgym/Arithmetic-v0"
@@ -174,7 +174,7 @@ def step_prompts(workload: Workload, step: int) -> list[tuple[str, int]]:
     import numpy as np
 
     import covgym.envs  # noqa: F401
-    from covgym.trainer import derive_seed
+    from covgym.train.trainer import derive_seed
 
     rng = np.random.default_rng(derive_seed(SEED, step, "envs"))
     seeds = rng.integers(0, 2**31 - 1, size=workload.prompts).tolist()
@@ -212,8 +212,8 @@ def memory_breakdown(model: Any, optimizer: Any, runtime: int, logits: int) -> d
 def run_covgym(workload: Workload, model_dir: str, steps: int, warmup: int, dynamics: bool, profiler: Any = None,
                share_prompts: bool = True, autocast_bf16: bool = False, pack_sequences: bool = True,
                gradient_checkpointing: bool = False) -> dict[str, Any]:
-    from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-    from covgym.trainer import Trainer
+    from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+    from covgym.train.trainer import Trainer
 
     runtime = current_rss_bytes()  # not ru_maxrss: that starts at the parent's mark
     ends: list[float] = []
@@ -406,10 +406,10 @@ def machine() -> dict[str, Any]:
 def model_directory(workload: Workload) -> str:
     """The local directory both frameworks load (built or de-quantised here, outside the timed workers)."""
     if workload.model == "tiny":
-        from covgym.tiny_model import ensure_tiny_model
+        from covgym.models.tiny_model import ensure_tiny_model
 
         return str(ensure_tiny_model())
-    from covgym.model_sources import resolve_model
+    from covgym.models.sources import resolve_model
 
     return resolve_model(workload.model).path
 
@@ -447,7 +447,7 @@ def run_workload(workload: Workload, variants: list[str], steps: int, warmup: in
         except ImportError:
             results["trl"] = {"skipped": "trl is not installed (pip install 'covgym[trl]')"}
             variants = [v for v in variants if v != "trl"]
-    from covgym.cpu_features import has_bf16_instructions
+    from covgym.models.cpu_features import has_bf16_instructions
 
     emulated = [v for v in variants if v.endswith("-bf16")]
     if DEVICE == "cpu" and emulated and has_bf16_instructions() is False:  # a step would take many minutes

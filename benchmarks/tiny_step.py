@@ -69,8 +69,8 @@ def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
 
 
 def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int, mini_batches: int | None = None) -> Any:
-    from covgym.mechanism import mechanism_spec
-    from covgym.bench import run_dir_for
+    from covgym.benchmark.mechanism import mechanism_spec
+    from covgym.benchmark.sweep import run_dir_for
     import dataclasses
 
     spec = mechanism_spec()
@@ -89,7 +89,7 @@ def build_worker(variant: str, build_steps: int, out: str) -> None:
 
     import torch
 
-    from covgym.tiny_model import DIGITS_MODEL_SPEC, build_tokenizer, build_untrained, supervised_warm_start
+    from covgym.models.tiny_model import DIGITS_MODEL_SPEC, build_tokenizer, build_untrained, supervised_warm_start
 
     torch.set_num_threads(2 if variant == "build-2threads" else 1)
     spec = dataclasses.replace(DIGITS_MODEL_SPEC, sft_steps=build_steps)
@@ -123,7 +123,7 @@ def worker(variant: str, steps: int, warmup: int, out: str) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from covgym.trainer import Trainer, resolve_config
+    from covgym.train.trainer import Trainer, resolve_config
 
     settings = VARIANTS[variant]
     with tempfile.TemporaryDirectory() as run_dir:
@@ -142,7 +142,7 @@ def worker(variant: str, steps: int, warmup: int, out: str) -> None:
         eval_config = resolve_config(spec.run_config(spec.envs[0], "grpo", 0, Path(run_dir)))
         eval_flops = None
         if variant == "after":  # one held-out evaluation of the quick suite's size, counted once
-            from covgym.evaluation import EvalSpec, evaluate
+            from covgym.train.evaluation import EvalSpec, evaluate
 
             eval_spec = EvalSpec(eval_config.env.env, dict(eval_config.env.env_kwargs), eval_config.eval_problems,
                                  eval_config.eval_samples, seed=1)
@@ -244,8 +244,8 @@ def main() -> None:
         else:
             worker(args.worker, args.steps, args.warmup, args.result)
         return
-    from covgym.mechanism import MECHANISM_MODEL
-    from covgym.model_sources import resolve_model
+    from covgym.benchmark.mechanism import MECHANISM_MODEL
+    from covgym.models.sources import resolve_model
 
     resolve_model(MECHANISM_MODEL)  # built once, before anything is timed
     resolve_model("tiny")

@@ -15,7 +15,7 @@ the batch's positions, the output head's at its response positions, on random te
 fraction of the 2048² peak; no layout can beat it without changing the matmul kernel or precision.
 
 Then activation memory on the ``full`` batch, packed layout, each setting in a fresh process: everything kept
-(``--activation-budget-mb 0``), covgym's default activation budget (``covgym.activation_budget``: the layers it
+(``--activation-budget-mb 0``), covgym's default activation budget (``covgym.models.activation_budget``: the layers it
 checkpoints are chosen on the batch), budgets of 1024 and 2048 MiB, every 2nd decoder layer and every layer checkpointed
 (``--gradient-checkpointing true [--checkpoint-every-n-layers 2]``; TRL's GRPO default is every layer): seconds (best
 of ``--repeats``), layers checkpointed, and the peak RSS the first forward + backward adds over the loaded model
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import torch
 
-from covgym.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, decoder_layers
+from covgym.models.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, decoder_layers
 
 LENGTHS = {"full": [267] * 8, "uneven": [267, 267, 100, 60, 267, 150, 120, 40]}
 PROMPT = 14
@@ -128,7 +128,7 @@ def checkpointing_worker(setting: str, repeats: int) -> dict[str, Any]:
     """One activation-memory setting in this fresh process: seconds, layers checkpointed, peak RSS a step adds."""
     import resource
 
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     label, every, budget = MEMORY_SETTINGS[setting]
     policy = Policy.from_pretrained("smollm2-135m-instruct", use_chat_template=False, show_progress=False,
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint_worker is not None:
         print(json.dumps(checkpointing_worker(args.checkpoint_worker, args.repeats)))
         return 0
-    from covgym.packing import pack
-    from covgym.policy import Policy
+    from covgym.models.packing import pack
+    from covgym.models.policy import Policy
 
     load = os.getloadavg()
     # first, while this process is small: a child's ru_maxrss starts at its parent's high-water mark (Linux)

@@ -76,7 +76,7 @@ def _flag(name: str) -> str:
 
 def _config_fields() -> list[tuple[str | None, dataclasses.Field]]:
     """(section or None, field) for every configurable field of ``TrainConfig``."""
-    from covgym.config import SECTIONS, TrainConfig
+    from covgym.train.config import SECTIONS, TrainConfig
 
     fields: list[tuple[str | None, dataclasses.Field]] = []
     for f in dataclasses.fields(TrainConfig):
@@ -123,13 +123,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Defaults < --config file < flags; for --resume, the run's own config < flags."""
-    from covgym.config import SECTIONS, from_dict, load_file, nest_flat_keys
+    from covgym.train.config import SECTIONS, from_dict, load_file, nest_flat_keys
 
     given = vars(args)
     if given.get("resume"):
-        from covgym.trainer import load_run_config
+        from covgym.train.trainer import load_run_config
 
-        from covgym.run_dir import RESUMABLE_KEYS, check_partial_config
+        from covgym.train.run_dir import RESUMABLE_KEYS, check_partial_config
 
         base = load_run_config(given["resume"]).to_dict()
         base["run_dir"] = given["resume"]  # where the run is now, should its directory have moved
@@ -161,7 +161,7 @@ def config_from_args(args: argparse.Namespace):
             algo_params[key[len("algo__"):]] = value
     data["algo_params"] = algo_params
     config = from_dict(data)
-    from covgym.plugins import load_plugins
+    from covgym.train.plugins import load_plugins
 
     load_plugins(config.plugins)  # before the algorithm's name is looked up
     import covgym.algorithms as algorithms
@@ -180,7 +180,7 @@ def config_from_args(args: argparse.Namespace):
 
 def _merged_plugins(given: dict[str, Any], recorded: Any) -> list[str]:
     """The run's plugins: a config file's (paths relative to the file) or a resumed run's, then --plugin's."""
-    from covgym.plugins import resolve
+    from covgym.train.plugins import resolve
 
     if not isinstance(recorded, list):
         raise UsageError(f"plugins must be a list of module names or .py paths, got {recorded!r}")
@@ -195,11 +195,11 @@ def _merged_plugins(given: dict[str, Any], recorded: Any) -> list[str]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    from covgym.config import validate
+    from covgym.train.config import validate
 
     config = config_from_args(args)
     validate(config)  # bad values answer before torch and transformers load
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
     if trainer.is_main:
@@ -207,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = trainer.train()
     except KeyboardInterrupt:
-        from covgym.interrupt import interrupt_note
+        from covgym.train.interrupt import interrupt_note
 
         raise KeyboardInterrupt(interrupt_note(trainer.run_dir)) from None
     if trainer.is_main:  # under torchrun, one table, not one per rank
@@ -236,8 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import gymnasium as gym  # noqa: F401
 
     from covgym.envs import is_registered, split_support_error, unknown_environment_message
-    from covgym.evaluation import EvalSpec, evaluate
-    from covgym.policy import Policy, SamplingParams
+    from covgym.train.evaluation import EvalSpec, evaluate
+    from covgym.models.policy import Policy, SamplingParams
 
     if not is_registered(args.env):
         raise UsageError(unknown_environment_message(args.env))
@@ -253,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.samples_file and Path(args.samples_file).exists():
         raise UsageError(f"--samples-file {args.samples_file!r} exists; choose another path (nothing is overwritten)")
     policy = Policy.from_pretrained(args.model, temperature=args.temperature)
-    from covgym.threads import apply_threads
+    from covgym.models.threads import apply_threads
 
     apply_threads(0, policy.model, policy.device)  # a small model: one thread, as in training
     spec = EvalSpec(args.env, _parse_json_mapping(args.env_kwargs), args.problems, args.samples, args.seed)
@@ -263,7 +263,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in result.items():
         print(f"{key:24}{value:.4f}")
     if args.samples_file:
-        from covgym.samples import episode_records
+        from covgym.train.samples import episode_records
 
         rows = list(range(0, batches[0].batch_size, args.samples))[:8]  # each of the first problems' first sample
         records = episode_records(batches[0], lambda i: policy.tokenizer.decode([i]), rows, 0, "test", policy.decode)
@@ -273,7 +273,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from covgym.show import show
+    from covgym.train.show import show
 
     try:
         show(args.run, step=args.step, split=args.split, colour=args.color)
@@ -314,12 +314,12 @@ def cmd_algos(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from covgym.plotting import plot_runs
+    from covgym.benchmark.plotting import plot_runs
 
     for run_dir in args.run_dirs:
         if not (Path(run_dir) / "metrics.jsonl").exists():
             raise UsageError(f"{run_dir!r} is not a run directory (no metrics.jsonl)")
-    from covgym.fairness import unfair_comparison_note
+    from covgym.benchmark.fairness import unfair_comparison_note
 
     note = unfair_comparison_note(args.run_dirs)
     if note:
@@ -365,7 +365,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_warmstart(args: argparse.Namespace) -> int:
     from covgym.envs import is_registered, unknown_environment_message
-    from covgym.warmstart import build_warmstart
+    from covgym.train.warmstart import build_warmstart
 
     if not is_registered(args.env):
         raise UsageError(unknown_environment_message(args.env))
@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmark methods x seeds x environments side by side",
                                 description="Sweep methods, seeds and environments; aggregate into a table, "
                                             "JSON and overlay plots. Finished runs are not redone.")
-    from covgym.bench import add_bench_arguments, run_bench_command
+    from covgym.benchmark.command import add_bench_arguments, run_bench_command
 
     add_bench_arguments(bench)
     bench.set_defaults(func=run_bench_command)
@@ -484,7 +484,7 @@ def _preload_plugins(argv: Sequence[str]) -> None:
     The parser has one flag per registered algorithm hyperparameter, so a plugin's algorithm must be registered
     first. Plugins come from --plugin, from a --config file's ``plugins`` and from a --resume run's config.json.
     """
-    from covgym.plugins import load_entry_points, load_plugins
+    from covgym.train.plugins import load_entry_points, load_plugins
 
     load_entry_points()
     found: dict[str, list[str]] = {"--plugin": [], "--config": [], "--resume": []}
@@ -514,7 +514,7 @@ def _preload_plugins(argv: Sequence[str]) -> None:
 def _loaded_error_types(names: Sequence[str]) -> tuple[type[BaseException], ...]:
     """The classes ``module:Class`` of modules already imported: one never imported cannot have raised.
 
-    Importing covgym.policy/trainer/checkpoint just to catch their errors would load torch for every command.
+    Importing covgym.models.policy/trainer/checkpoint just to catch their errors would load torch for every command.
     """
     found = []
     for name in names:
@@ -526,11 +526,11 @@ def _loaded_error_types(names: Sequence[str]) -> tuple[type[BaseException], ...]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from covgym.config import ConfigError
+    from covgym.train.config import ConfigError
 
     try:
         _preload_plugins(sys.argv[1:] if argv is None else argv)
-    except ValueError as error:  # covgym.plugins.PluginError: a bad --plugin path or module
+    except ValueError as error:  # covgym.train.plugins.PluginError: a bad --plugin path or module
         if "--verbose" in (sys.argv[1:] if argv is None else argv):
             raise
         print(f"covgym: error: {error}", file=sys.stderr)
@@ -551,18 +551,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *rest: f"covgym: warning: {message}\n"
     try:
         return args.func(args)
-    except (UsageError, ConfigError, KeyError, ValueError) as error:  # covgym.policy's ModelLoadError included
+    except (UsageError, ConfigError, KeyError, ValueError) as error:  # covgym.models.policy's ModelLoadError included
         if verbose:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"covgym: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except _loaded_error_types(("covgym.checkpoint:CheckpointReadError",)) as error:  # bad input, like the rest
+    except _loaded_error_types(("covgym.train.checkpoint:CheckpointReadError",)) as error:  # bad input, like the rest
         if verbose:
             raise
         print(f"covgym: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except _loaded_error_types(("covgym.checkpoint:CheckpointError", "covgym.trainer:TrainingError")) as error:
+    except _loaded_error_types(("covgym.train.checkpoint:CheckpointError", "covgym.train.trainer:TrainingError")) as error:
         if verbose:
             raise
         print(f"covgym: error: {error}", file=sys.stderr)

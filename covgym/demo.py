@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from covgym.config import OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.config import OptimConfig, RolloutConfig, TrainConfig
 
 DEMO_STEPS = 120
 
@@ -17,10 +17,10 @@ def demo_config(steps: int | None = None, run_dir: str = "runs/demo", seed: int 
 
 
 def run_demo(steps: int | None = None, run_dir: str = "runs/demo", seed: int = 0) -> None:
-    from covgym.plotting import plot_reward_entropy
-    from covgym.run_dir import is_taken
-    from covgym.tiny_model import ensure_tiny_model
-    from covgym.trainer import Trainer
+    from covgym.benchmark.plotting import plot_reward_entropy
+    from covgym.train.run_dir import is_taken
+    from covgym.models.tiny_model import ensure_tiny_model
+    from covgym.train.trainer import Trainer
 
     started = time.perf_counter()
     print(f"tiny model: {ensure_tiny_model()}")

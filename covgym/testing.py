@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, Verbosity, given, seed as hypothesis_seed, s
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 INVARIANTS = ("zero_mean_per_group", "shift_invariant")
 LOSS_FIELDS = ("log_probs", "old_log_probs", "advantages", "response_mask", "entropy", "ref_log_probs")
@@ -401,7 +401,7 @@ def tabular_cases(draw: Callable) -> TabularCase:
 
 def _tabular_gradient(algorithm: Any, case: TabularCase) -> torch.Tensor:
     """``d loss / d z`` ``[S, K]`` for one rollout of one-token responses (group = state), on-policy."""
-    from covgym import theory
+    from covgym.measure import theory
 
     logits = torch.tensor(case.logits, dtype=torch.float64)
     rewards = torch.tensor(case.rewards, dtype=torch.float64)
@@ -424,7 +424,7 @@ def _tabular_gradient(algorithm: Any, case: TabularCase) -> torch.Tensor:
 
 
 def check_entropy_law(algorithm: Any, case: TabularCase) -> None:
-    from covgym import theory
+    from covgym.measure import theory
 
     gradient = _tabular_gradient(algorithm, case)
     if not torch.all(torch.isfinite(gradient)):
@@ -466,7 +466,7 @@ def bandit_cases(draw: Callable) -> BanditCase:
 
 def _bandit_batch(case: BanditCase) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(batch, logits [S, 2], states [B], actions [B])``: one-token responses, position 0 the prompt."""
-    from covgym import theory
+    from covgym.measure import theory
 
     logits = torch.tensor(case.counts, dtype=torch.float64).log()  # [S, 2]
     states = torch.tensor([s for s, (n0, n1) in enumerate(case.counts) for _ in range(n0 + n1)])  # [B]
@@ -633,7 +633,7 @@ def _declaring_controls(algorithm: Any) -> list[Any]:
 
 def _entropy_change(algorithm: Any, case: BanditCase) -> float:
     """First-order entropy change per unit step, summed over states: ``−Σ_s Cov(log π_s, Δz_s)``."""
-    from covgym import theory
+    from covgym.measure import theory
 
     batch, logits, states, actions = _bandit_batch(case)
     gradient = _step(algorithm, batch, logits, states, actions)

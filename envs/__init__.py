@@ -1,6 +1,9 @@
 """Gymnasium environments with verifiable rewards, registered as ``covgym/<Name>-v0``.
 
-Importing ``covgym`` registers them; then ``gymnasium.make("covgym/Arithmetic-v0")``.
+Importing ``covgym`` registers them; then ``gymnasium.make("covgym/Arithmetic-v0")``. Owns the text-env base
+classes (single- and multi-turn), the graders (math-verify and sympy, run under a deadline) and the procedurally
+generated tasks, the mechanism testbed DigitSum among them. Envs import nothing else from covgym: any trainer,
+including another engine's, can drive them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import gymnasium as gym
 
 from covgym.envs.base import MultiTurnEnv, Problem, SingleTurnEnv, TextEnv, Turn, text_space
 from covgym.envs.grading import Grade, grade_math
+
+#: covgym packages this package may import: envs stand alone: text in, text and a verifiable reward out (checked by
+#: tests/test_layout.py).
+MAY_IMPORT: tuple[str, ...] = ()
 
 #: id -> (entry point, one-line description). Add an environment: one module, one line here.
 ENVIRONMENTS: dict[str, tuple[str, str]] = {

@@ -6,7 +6,7 @@ is sent to a child process (started with ``subprocess``, so no fork of a threade
 ``__main__`` as with ``multiprocessing``); if the reply is late the child is killed and a replacement is started
 in the background. Workers start lazily, so code that never needs math-verify never pays for one, and at most
 ``DEFAULT_WORKERS`` live at once. ``grading_deadline`` gives a whole batch of comparisons one absolute deadline
-(the rollout grades a step's responses in parallel threads under it, see ``covgym.stepping``).
+(the rollout grades a step's responses in parallel threads under it, see ``covgym.train.stepping``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 @pytest.fixture(scope="session")
 def tiny_model_path():
     """The default built-in model directory (SFT warm-started; cached under ~/.cache/covgym)."""
-    from covgym.tiny_model import ensure_tiny_model
+    from covgym.models.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(show_progress=False)
 
@@ -24,7 +24,7 @@ def tiny_model_path():
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory):
     """An untrained 1-layer Llama with the character tokenizer: fast to load, for mechanics tests."""
-    from covgym.tiny_model import TinyModelSpec, build_tokenizer, build_untrained
+    from covgym.models.tiny_model import TinyModelSpec, build_tokenizer, build_untrained
 
     directory = tmp_path_factory.mktemp("random_model")
     tokenizer = build_tokenizer()
@@ -37,7 +37,7 @@ def random_model_dir(tmp_path_factory):
 
 @pytest.fixture
 def random_policy(random_model_dir):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     torch.manual_seed(0)
     return Policy.from_pretrained(str(random_model_dir), show_progress=False)
@@ -48,7 +48,7 @@ def four_layer_dir(tmp_path_factory):
     """A 4-layer Llama with grouped-query attention (4 query heads, 2 key/value heads), as SmolLM2 has."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from covgym.tiny_model import build_tokenizer
+    from covgym.models.tiny_model import build_tokenizer
 
     directory = tmp_path_factory.mktemp("four_layers")
     tokenizer = build_tokenizer()

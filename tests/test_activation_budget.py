@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from covgym.activation_budget import choose_count, estimated_bytes, spread
-from covgym.config import ConfigError, ModelConfig, TrainConfig, validate
-from covgym.prefix_sharing import PrefixGroups
+from covgym.models.activation_budget import choose_count, estimated_bytes, spread
+from covgym.train.config import ConfigError, ModelConfig, TrainConfig, validate
+from covgym.models.prefix_sharing import PrefixGroups
 
 sizes = st.integers(0, 10**9)
 
@@ -43,7 +43,7 @@ def test_the_estimate_counts_a_recomputed_layer_and_each_checkpointed_input():
 
 
 def _policy(directory, budget_mb: float):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     return Policy.from_pretrained(str(directory), show_progress=False, activation_budget_mb=budget_mb)
 
@@ -71,7 +71,7 @@ def _train_step(policy):
 
 def _record_checkpointed_layers(policy) -> list[int]:
     """Installs the budget and returns a list that fills with the index of each layer run under a checkpoint."""
-    from covgym.activation_budget import decoder_layers
+    from covgym.models.activation_budget import decoder_layers
 
     policy.model.train()
     budget = policy._active_budget()
@@ -89,7 +89,7 @@ def _record_checkpointed_layers(policy) -> list[int]:
 
 
 def _checkpoint_flags(policy) -> list[bool]:
-    from covgym.activation_budget import decoder_layers
+    from covgym.models.activation_budget import decoder_layers
 
     return [bool(layer.gradient_checkpointing) for layer in decoder_layers(policy.model)]
 
@@ -133,7 +133,7 @@ def test_a_tight_budget_checkpoints_layers_and_changes_no_result(four_layer_dir,
 
 
 def test_scoring_without_gradients_and_user_checkpointing_leave_the_budget_alone(four_layer_dir):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     policy = _policy(four_layer_dir, 1e-6)
     ids, mask, response = _uneven_batch(policy)
@@ -165,8 +165,8 @@ def test_a_negative_budget_is_refused():
 
 
 def test_the_trainer_logs_how_many_layers_the_budget_checkpointed(tmp_path, four_layer_dir):
-    from covgym.config import EnvConfig, OptimConfig, RolloutConfig
-    from covgym.trainer import Trainer
+    from covgym.train.config import EnvConfig, OptimConfig, RolloutConfig
+    from covgym.train.trainer import Trainer
 
     def run(budget_mb: float) -> dict:
         config = TrainConfig(steps=2, run_dir=str(tmp_path / f"budget-{budget_mb}"), eval_problems=0, progress=False,

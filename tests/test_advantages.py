@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
 from covgym.algorithms import functional as F
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 SETTINGS = settings(deadline=None, max_examples=50)
 
@@ -306,7 +306,7 @@ def test_gpg_advantages_and_loss_numbers():
 @SETTINGS
 @given(st.integers(1, 5), st.integers(1, 9), st.integers(0, 2**31 - 1))
 def test_batch_whiten_equals_the_metrics_masked_whiten_in_one_process(b, t, seed):
-    from covgym.metrics import masked_whiten
+    from covgym.core.metrics import masked_whiten
 
     generator = torch.Generator().manual_seed(seed)
     values = 3 * torch.randn(b, t, generator=generator, dtype=torch.float64)

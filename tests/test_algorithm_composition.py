@@ -95,7 +95,7 @@ def test_user_subclass_of_grpo_registered_the_old_way_keeps_working():
         cls = algorithms.get("test_scaled_grpo")
         mine = cls(factor=3.0, clip_ratio=0.1)
         assert {"factor", "clip_ratio", "norm_adv_by_std_in_grpo"} <= {f.name for f in dataclasses.fields(cls)}
-        from covgym.theory import _one_token_batch
+        from covgym.measure.theory import _one_token_batch
 
         batch = _one_token_batch(torch.zeros(2, 3), torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]),
                                  torch.tensor([[0, 1, 2, 0], [1, 1, 0, 2]]))
@@ -121,7 +121,7 @@ def test_a_new_part_is_one_registration_with_no_edit_of_the_package():
 
     try:
         assert "test_halve" in algorithms.part_names("control")
-        from covgym.theory import _one_token_batch
+        from covgym.measure.theory import _one_token_batch
 
         batch = _one_token_batch(torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.5]]), torch.tensor([[0, 1, 2, 1]]))
         halved = algorithms.get("rloo+test_halve")().advantages(batch)
@@ -157,7 +157,7 @@ def test_needs_are_declared_by_the_parts():
 
 
 def test_the_trainer_reads_declared_needs_and_never_probes_the_algorithm():
-    source = (ROOT / "covgym" / "trainer.py").read_text()
+    source = (ROOT / "covgym" / "train" / "trainer.py").read_text()
     for probe in ("hasattr(self.algorithm", "getattr(self.algorithm", "algorithm_class.needs_",
                   "self.algorithm.needs_critic", "use_kl_loss"):
         assert probe not in source, probe
@@ -165,8 +165,8 @@ def test_the_trainer_reads_declared_needs_and_never_probes_the_algorithm():
 
 def test_a_need_the_trainer_cannot_meet_is_refused_before_any_model_loads(tmp_path):
     from covgym.algorithms import Control, register
-    from covgym.config import TrainConfig
-    from covgym.trainer import PROVIDED_NEEDS, Trainer
+    from covgym.train.config import TrainConfig
+    from covgym.train.trainer import PROVIDED_NEEDS, Trainer
 
     @register
     @dataclass
@@ -184,7 +184,7 @@ def test_a_need_the_trainer_cannot_meet_is_refused_before_any_model_loads(tmp_pa
 
 
 def ModelConfigForMissing():  # noqa: N802 - a model path that would fail to load, proving the check comes first
-    from covgym.config import ModelConfig
+    from covgym.train.config import ModelConfig
 
     return ModelConfig(model="/nonexistent/model")
 
@@ -260,8 +260,8 @@ def test_adapted_state_survives_a_state_dict_round_trip():
 def test_compositions_train_end_to_end_and_resume_their_control_state(tmp_path, tiny_model_path):
     import json
 
-    from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-    from covgym.trainer import Trainer
+    from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+    from covgym.train.trainer import Trainer
 
     runs = {"rloo+kl_cov": {}, "grpo+ppo_clip+polarity_aware": {},
             "grpo+adaptive_entropy": {"adaptive_entropy_target": 5.0, "adaptive_entropy_coeff_step": 0.01,

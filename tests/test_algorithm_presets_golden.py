@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import covgym.algorithms as algorithms
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 GOLDEN = Path(__file__).parent / "data" / "algorithm_presets_golden.pt"
 

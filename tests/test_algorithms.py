@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import covgym.algorithms as algorithms
-from covgym.critic import Critic
+from covgym.models.critic import Critic
 
 REQUIRED = {"grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo", "clip_higher", "clip_cov", "kl_cov", "entropy_bonus"}
 

@@ -15,7 +15,7 @@ from distributed_helpers import run_ranks
 
 import covgym.algorithms as algorithms
 from covgym.algorithms import functional as F
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 CASES = [(seed, b, t, split) for seed, (b, t, split) in enumerate([(4, 9, 2), (5, 7, 1), (3, 12, 2), (6, 5, 3),
                                                                      (2, 8, 1)])]

@@ -13,10 +13,11 @@ from scipy import stats as scipy_stats
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from covgym import bench
-from covgym.bench import BenchEnv, BenchSpec, run_dir_for
-from covgym.bench_summary import SummaryOptions, aggregate, spread, summarize_run
-from covgym.config import ConfigError
+from covgym.benchmark import command
+from covgym.benchmark import sweep as bench
+from covgym.benchmark.sweep import BenchEnv, BenchSpec, run_dir_for
+from covgym.benchmark.summary import SummaryOptions, aggregate, spread, summarize_run
+from covgym.train.config import ConfigError
 
 
 def _records(entropy: list[float], reward: list[float], eval_at_end: tuple[float, float] | None = None,
@@ -141,7 +142,7 @@ def test_aggregate_sweep_writes_table_json_and_plots_from_synthetic_runs(tmp_pat
 # ------------------------------------------------------------------------------------------------ spec and flags
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    bench.add_bench_arguments(parser)
+    command.add_bench_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -156,7 +157,7 @@ def test_config_file_then_flags_override(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text("methods: [grpo, ppo]\nseeds: [3]\nlr: 0.001\nenvs:\n  - {env: covgym/Arithmetic-v0, steps: 7}\n"
                     "method_params: {ppo: {lam: 0.9}}\n")
-    spec = bench.spec_from_args(_parse(["--config", str(path), "--seeds", "4,5", "--steps", "3"]))
+    spec = command.spec_from_args(_parse(["--config", str(path), "--seeds", "4,5", "--steps", "3"]))
     assert spec.methods == ("grpo", "ppo") and spec.seeds == (4, 5) and spec.lr == 0.001
     assert spec.envs == (BenchEnv("covgym/Arithmetic-v0", steps=3),)
     config = spec.run_config(spec.envs[0], "ppo", 4, tmp_path / "r")
@@ -169,15 +170,15 @@ def test_bad_config_file_names_the_field(tmp_path, text, field):
     path = tmp_path / "bench.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=field):
-        bench.spec_from_args(_parse(["--config", str(path)]))
+        command.spec_from_args(_parse(["--config", str(path)]))
 
 
 def test_bad_flags_name_the_problem():
     with pytest.raises(ConfigError, match="algo"):
-        bench.validate_spec(bench.spec_from_args(_parse(["--methods", "grpo,nope"])))
+        bench.validate_spec(command.spec_from_args(_parse(["--methods", "grpo,nope"])))
     with pytest.raises(ConfigError, match="--envs"):
-        bench.spec_from_args(_parse(["--envs", "covgym/Maze-v0"]))
-    assert [e.name for e in bench.spec_from_args(_parse(["--quick", "--envs", "Calculator-v0"])).envs] == [
+        command.spec_from_args(_parse(["--envs", "covgym/Maze-v0"]))
+    assert [e.name for e in command.spec_from_args(_parse(["--quick", "--envs", "Calculator-v0"])).envs] == [
         "Calculator-v0"]
 
 
@@ -186,7 +187,7 @@ def test_bad_flags_name_the_problem():
 def test_quick_sweep_writes_table_json_plots_and_reuses_finished_runs(tmp_path, tiny_model_path, monkeypatch,
                                                                       capsys):
     out = tmp_path / "sweep"
-    assert bench.run_bench_command(_parse(["--quick", "--out", str(out), "--no-progress"])) == 0
+    assert command.run_bench_command(_parse(["--quick", "--out", str(out), "--no-progress"])) == 0
     spec = bench.quick_spec()
     data = json.loads((out / "summary.json").read_text())
     assert len(data["runs"]) == len(spec.envs) * len(spec.methods) * len(spec.seeds)
@@ -207,7 +208,7 @@ def test_quick_sweep_writes_table_json_plots_and_reuses_finished_runs(tmp_path, 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("covgym.trainer.Trainer.__init__", no_training)
+    monkeypatch.setattr("covgym.train.trainer.Trainer.__init__", no_training)
     result = bench.run_sweep(spec, out, progress=False, plots=False)
     assert set(result.statuses.values()) == {"done"}
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
@@ -256,7 +257,7 @@ def test_directory_of_a_different_run_is_refused(tmp_path):
 
 
 def test_target_gap_compares_each_target_with_the_next_rollouts_entropy():
-    from covgym.bench_summary import target_gap
+    from covgym.benchmark.summary import target_gap
 
     records = [{"step": 1, "entropy_mean": 1.0, "entropy_target_target": 0.9},
                {"step": 2, "entropy_mean": 0.8, "entropy_target_target": 0.8},
@@ -296,8 +297,8 @@ def _comparison_runs(seeds: int = 8) -> list[dict]:
 
 
 def test_paired_comparisons_test_correct_over_methods_and_report_power():
-    from covgym.bench_summary import paired_comparisons
-    from covgym.power import holm, minimum_detectable_effect, seeds_needed
+    from covgym.benchmark.summary import paired_comparisons
+    from covgym.measure.power import holm, minimum_detectable_effect, seeds_needed
 
     runs = _comparison_runs()
     result = paired_comparisons(runs, "grpo", target_effects={"accuracy": 0.02})["E"]
@@ -326,7 +327,7 @@ def test_paired_comparisons_test_correct_over_methods_and_report_power():
 
 
 def test_markdown_has_a_power_table_per_metric_and_law_tables():
-    from covgym.bench_summary import markdown_table, paired_comparisons
+    from covgym.benchmark.summary import markdown_table, paired_comparisons
 
     runs = _comparison_runs()
     markdown = markdown_table(aggregate(runs), SummaryOptions(), paired_comparisons(runs, "grpo"), "grpo")
@@ -354,7 +355,7 @@ def test_law_wins_are_counted_per_method():
 
 
 def test_a_difference_significant_alone_but_not_after_holm_gets_no_verdict():
-    from covgym.bench_summary import paired_comparisons
+    from covgym.benchmark.summary import paired_comparisons
 
     gains = {"a": [0.10, 0.03, 0.08, 0.0, 0.06], "b": [0.09, 0.03, 0.07, 0.0, 0.10]}
     runs = [{"env": "E", "method": "grpo", "seed": s, "accuracy": 0.5} for s in range(5)]

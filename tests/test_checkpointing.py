@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covgym.config import ConfigError, ModelConfig, TrainConfig, validate
+from covgym.train.config import ConfigError, ModelConfig, TrainConfig, validate
 
 
 def _load(directory, every: int | None):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     return Policy.from_pretrained(str(directory), show_progress=False, gradient_checkpointing=every is not None,
                                   checkpoint_every_n_layers=every or 1)

@@ -2,7 +2,7 @@
 
 Loading torch takes 1-10 s; these commands only read definitions. Each check runs in a fresh interpreter and
 reads ``sys.modules`` at exit, so a module-level ``import torch`` added anywhere on the path fails it (use
-``from covgym.lazy import torch`` and ``if TYPE_CHECKING: from torch import Tensor`` instead).
+``from covgym.core.lazy import torch`` and ``if TYPE_CHECKING: from torch import Tensor`` instead).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_probe_detects_a_torch_import() -> None:
 
 
 def test_lazy_module_loads_on_first_use() -> None:
-    script = ("import sys\nfrom covgym.lazy import LazyModule\nm = LazyModule('fractions')\n"
+    script = ("import sys\nfrom covgym.core.lazy import LazyModule\nm = LazyModule('fractions')\n"
               "sys.modules.pop('fractions', None)\nbefore = 'fractions' in sys.modules\n"
               "value = m.Fraction(1, 2)\nprint(before, 'fractions' in sys.modules, value)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

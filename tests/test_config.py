@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.config import (ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig,
+from covgym.train.config import (ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig,
                            from_dict, load_file, validate)
 
 # field -> (section or None, strategy of invalid values)
@@ -99,7 +99,7 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_auto_sizes_follow_the_model_and_explicit_values_win():
-    from covgym.trainer import resolve_config
+    from covgym.train.trainer import resolve_config
 
     def sizes(config: TrainConfig) -> tuple:
         resolved = resolve_config(config)
@@ -107,7 +107,7 @@ def test_auto_sizes_follow_the_model_and_explicit_values_win():
         return (resolved.rollout.prompts_per_step, resolved.rollout.group_size, resolved.eval_problems,
                 resolved.optim.lr)
 
-    from covgym.trainer import AUTO_LR
+    from covgym.train.trainer import AUTO_LR
 
     assert sizes(TrainConfig(run_dir="r")) == (16, 8, 64, AUTO_LR["tiny"])
     assert resolve_config(TrainConfig(run_dir="r", algo="grpo")).optim.mini_batches == \
@@ -120,7 +120,7 @@ def test_auto_sizes_follow_the_model_and_explicit_values_win():
 
 
 def test_mini_batches_are_checked_against_the_resolved_batch():
-    from covgym.trainer import resolve_config
+    from covgym.train.trainer import resolve_config
 
     config = TrainConfig(run_dir="r", model=ModelConfig(model="a/b"), optim=OptimConfig(mini_batches=40))
     validate(config)  # the batch is still 'auto' here
@@ -130,7 +130,7 @@ def test_mini_batches_are_checked_against_the_resolved_batch():
 
 def test_seq_mean_token_sum_norm_gets_a_constant_divisor():
     """Dr. GRPO divides by a constant (the response budget), never by a batch's padded width."""
-    from covgym.trainer import resolve_config
+    from covgym.train.trainer import resolve_config
 
     rollout = RolloutConfig(max_new_tokens=24)
     dr = resolve_config(TrainConfig(run_dir="r", algo="dr_grpo", rollout=rollout))

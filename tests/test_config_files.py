@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from covgym.cli import build_parser, config_from_args, main
-from covgym.config import ConfigError, from_dict, nest_flat_keys
+from covgym.train.config import ConfigError, from_dict, nest_flat_keys
 
 
 def from_cli(tmp_path, text: str, *flags: str):

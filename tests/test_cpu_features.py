@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from covgym.cpu_features import cpu_flags, has_bf16_instructions
+from covgym.models.cpu_features import cpu_flags, has_bf16_instructions
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -29,10 +29,10 @@ def test_flags_come_from_the_first_flags_line(tmp_path):
 
 @pytest.mark.parametrize("has_bf16, warns", [(False, True), (True, False), (None, False)])
 def test_policy_warns_when_bf16_autocast_would_be_emulated(random_policy, monkeypatch, caplog, has_bf16, warns):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
-    monkeypatch.setattr("covgym.policy.has_bf16_instructions", lambda: has_bf16)
-    with caplog.at_level(logging.WARNING, logger="covgym.policy"):
+    monkeypatch.setattr("covgym.models.policy.has_bf16_instructions", lambda: has_bf16)
+    with caplog.at_level(logging.WARNING, logger="covgym.models.policy"):
         Policy(random_policy.model, random_policy.tokenizer, autocast_bf16=True)
         Policy(random_policy.model, random_policy.tokenizer, autocast_bf16=False)  # never warns
     assert caplog.text.count("emulated") == (1 if warns else 0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from distributed_helpers import run_ranks
 
-from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
 GLOBAL_GROUPS, GROUP_SIZE, LENGTH = 4, 4, 14
 CASES = {
@@ -27,8 +27,8 @@ def make_config(model_dir: str, algo: str, run_dir: str) -> TrainConfig:
 
 def fixed_global_batch(policy):
     """The same synthetic batch on every process: random tokens, ragged responses, rewards with signal."""
-    from covgym.batch import RolloutBatch
-    from covgym.rollout import score_batch
+    from covgym.core.batch import RolloutBatch
+    from covgym.train.rollout import score_batch
 
     generator = torch.Generator().manual_seed(1234)
     b = GLOBAL_GROUPS * GROUP_SIZE
@@ -45,7 +45,7 @@ def fixed_global_batch(policy):
 
 
 def run_update(model_dir: str, algo: str, run_dir: str, rank: int, world: int) -> dict[str, torch.Tensor]:
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     torch.manual_seed(0)
     trainer = Trainer(make_config(model_dir, algo, run_dir))
@@ -77,7 +77,7 @@ def test_two_gloo_processes_match_one(algo, random_model_dir, tmp_path):
 
 
 def test_the_update_changes_parameters_so_the_comparison_means_something(random_model_dir, tmp_path):
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     before = dict(Policy.from_pretrained(str(random_model_dir), show_progress=False).model.named_parameters())
     after = run_update(str(random_model_dir), "grpo", str(tmp_path / "r"), 0, 1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-from covgym.dropout import disable_dropout
-from covgym.trainer import Trainer
+from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.models.dropout import disable_dropout
+from covgym.train.trainer import Trainer
 
 
 def dropout_model(kind: str, vocab_size: int, pad: int, eos: int) -> torch.nn.Module:
@@ -27,7 +27,7 @@ def dropout_model(kind: str, vocab_size: int, pad: int, eos: int) -> torch.nn.Mo
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def dropout_model_dir(request, tmp_path_factory):
-    from covgym.tiny_model import build_tokenizer
+    from covgym.models.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     model = dropout_model(request.param, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
@@ -76,7 +76,7 @@ def test_gradient_checkpointing_still_runs_with_dropout_off(dropout_model_dir, t
 
 
 def test_disable_dropout_makes_train_mode_match_eval_mode():
-    from covgym.tiny_model import build_tokenizer
+    from covgym.models.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     ids = torch.tensor([tokenizer.encode("1+2=3")])

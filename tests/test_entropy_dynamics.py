@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym import entropy_dynamics as ed
+from covgym.measure import entropy_dynamics as ed
 
 SETTINGS = settings(deadline=None, max_examples=40)
 

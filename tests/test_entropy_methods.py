@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import covgym.algorithms as algorithms
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 
 def outcome_batch(rewards: list[float], groups: list[int] | None = None, entropy: float | list[float] = 0.5,

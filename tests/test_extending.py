@@ -22,7 +22,7 @@ import torch
 import covgym.algorithms as algorithms
 from covgym.envs import SingleTurnEnv
 from covgym.envs.testing import check_text_env
-import covgym.plugins as plugins
+import covgym.train.plugins as plugins
 from covgym import cli
 from covgym.testing import check_algorithm
 

@@ -11,12 +11,12 @@ import torch
 from distributed_helpers import run_ranks
 from test_distributed import CASES, fixed_global_batch, make_config, run_update
 
-from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
 
 def _fsdp_update(rank: int, world: int, model_dir: str, algo: str, out: str) -> None:
-    from covgym import sharding
-    from covgym.trainer import Trainer
+    from covgym.distributed import sharding
+    from covgym.train.trainer import Trainer
 
     torch.manual_seed(0)
     config = make_config(model_dir, algo, out + "/run")
@@ -47,7 +47,7 @@ def test_fsdp_update_matches_one_process(algo, random_model_dir, tmp_path):
 
 
 def _fsdp_run(rank: int, world: int, config: TrainConfig, resume: bool) -> None:
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     Trainer(config, resume=resume).train()
 
@@ -58,7 +58,7 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
 
     The entropy bonus moves the weights even when the untrained model earns no reward.
     """
-    from covgym.policy import Policy
+    from covgym.models.policy import Policy
 
     run_dir = tmp_path / "run"
     config = TrainConfig(algo="entropy_bonus", algo_params={"entropy_coeff": 1.0}, steps=2, run_dir=str(run_dir), save_every=1, eval_problems=4, eval_samples=2,
@@ -83,9 +83,9 @@ def test_fsdp_multi_turn_run_checkpoints_resumes_and_saves_a_loadable_model(rand
 def _uneven_episodes(rank: int, world: int, model_dir: str, out: str) -> None:
     import gymnasium as gym
 
-    from covgym import sharding
-    from covgym.policy import Policy, SamplingParams
-    from covgym.rollout import run_episodes
+    from covgym.distributed import sharding
+    from covgym.models.policy import Policy, SamplingParams
+    from covgym.train.rollout import run_episodes
 
     policy = Policy.from_pretrained(model_dir, show_progress=False, share_prompts=False)
     sharding.shard_layers(policy.model)
@@ -108,7 +108,7 @@ def test_ranks_whose_episodes_end_at_different_turns_stay_in_step(random_model_d
 
 
 def test_fsdp_alone_says_how_to_launch(random_model_dir, tmp_path):
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     config = TrainConfig(run_dir=str(tmp_path / "r"), model=ModelConfig(model=str(random_model_dir), fsdp=True))
     with pytest.raises(ValueError, match="fsdp: needs several processes.*torchrun"):

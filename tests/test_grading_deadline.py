@@ -10,12 +10,12 @@ import gymnasium as gym
 import pytest
 
 import covgym  # noqa: F401  (registers the envs)
-from covgym import stepping
+from covgym.train import stepping
 from covgym.envs import verify_pool
 from covgym.envs.verify_pool import grading_deadline
-from covgym.policy import SamplingParams
-from covgym.rollout import pack_episodes, run_episodes
-from covgym.training_metrics import rollout_statistics
+from covgym.models.policy import SamplingParams
+from covgym.train.rollout import pack_episodes, run_episodes
+from covgym.measure.training_metrics import rollout_statistics
 
 DEADLINE_S = 2.5
 #: Thread scheduling and killing the late workers on a loaded 2-core machine.
@@ -151,7 +151,7 @@ def test_common_fast_path_overhead_is_small():
 
 
 def test_the_deadline_is_a_validated_config_field():
-    from covgym.config import ConfigError, RolloutConfig, TrainConfig, validate
+    from covgym.train.config import ConfigError, RolloutConfig, TrainConfig, validate
 
     assert RolloutConfig().grading_deadline_s == 30.0
     with pytest.raises(ConfigError, match="grading_deadline_s"):

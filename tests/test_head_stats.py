@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covgym.head_stats import head_token_stats
+from covgym.models.head_stats import head_token_stats
 
 
 def reference(hidden, weight, tokens, temperature):

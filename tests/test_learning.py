@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from covgym.config import ModelConfig
+from covgym.train.config import ModelConfig
 from covgym.demo import demo_config
-from covgym.trainer import Trainer
+from covgym.train.trainer import Trainer
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
-from covgym import metrics as covgym_metrics
+from covgym.core import metrics as covgym_metrics
 from covgym.algorithms import functional as F
 
 SETTINGS = settings(deadline=None, max_examples=40)

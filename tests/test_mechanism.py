@@ -66,7 +66,7 @@ def test_held_out_split_has_more_than_five_hundred_distinct_problems():
     import itertools
 
     from covgym.envs.base import Problem
-    from covgym.mechanism import EVAL_PROBLEMS
+    from covgym.benchmark.mechanism import EVAL_PROBLEMS
 
     env = gym.make("covgym/DigitSum-v0", split="test").unwrapped
     bans = [()] + [(d,) for d in range(1, 10)] + list(itertools.combinations(range(1, 10), 2))
@@ -109,7 +109,7 @@ def test_retry_discount_pays_less_for_a_repaired_answer():
 def test_the_multi_turn_task_gets_its_own_learning_rate_and_the_math_task_the_suite_s():
     from pathlib import Path
 
-    from covgym.mechanism import AGENTIC_LR, mechanism_spec
+    from covgym.benchmark.mechanism import AGENTIC_LR, mechanism_spec
 
     spec = mechanism_spec()
     math, agentic = spec.envs
@@ -120,7 +120,7 @@ def test_the_multi_turn_task_gets_its_own_learning_rate_and_the_math_task_the_su
 
 def test_digit_sum_demonstrations_are_diverse_and_partly_wrong():
     from covgym.envs.base import Problem
-    from covgym.tiny_model import DIGITS_MODEL_SPEC, _digit_sum_examples
+    from covgym.models.tiny_model import DIGITS_MODEL_SPEC, _digit_sum_examples
 
     examples = _digit_sum_examples(DIGITS_MODEL_SPEC, 400, seed=0)
     single = [e for e in examples if e[-1][0] is None]  # single-turn demonstrations end in <eos>
@@ -143,9 +143,9 @@ def _metadata_of(prompt: str) -> dict:
 def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
     """The real suite's code path, shrunk: a briefly warm-started digits model, 2 methods × 2 seeds × both tasks,
     two processes. summary.json must hold every field the issue names, for every run."""
-    from covgym.bench import BenchEnv, run_sweep
-    from covgym.mechanism import mechanism_spec
-    from covgym.tiny_model import DIGITS_MODEL_SPEC, ensure_tiny_model
+    from covgym.benchmark.sweep import BenchEnv, run_sweep
+    from covgym.benchmark.mechanism import mechanism_spec
+    from covgym.models.tiny_model import DIGITS_MODEL_SPEC, ensure_tiny_model
 
     model = ensure_tiny_model(dataclasses.replace(DIGITS_MODEL_SPEC, sft_steps=40, hidden_size=32,
                                                   num_hidden_layers=1, intermediate_size=64), show_progress=False)
@@ -163,7 +163,7 @@ def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
             assert field in run, field
         assert list(run["pass_at_k"]) == ["1", "2", "4"] and run["accuracy_before"] is not None
     # the shared evaluation before training is what each run's own trainer would have computed
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     config = spec.run_config(spec.envs[0], "kl_cov", 1, tmp_path / "fresh")
     own = Trainer(config).evaluate()
@@ -191,13 +191,13 @@ def test_no_problem_is_held_out_of_one_task_and_trained_on_in_the_other():
 def test_mechanism_suite_from_the_command_line_keeps_the_chosen_methods():
     import argparse
 
-    from covgym import bench
+    from covgym.benchmark import command
 
     parser = argparse.ArgumentParser()
-    bench.add_bench_arguments(parser)
-    spec = bench.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,kl_cov"]))
-    bench.validate_spec(spec)
+    command.add_bench_arguments(parser)
+    spec = command.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,kl_cov"]))
+    command.validate_spec(spec)
     assert spec.methods == ("grpo", "kl_cov") and set(spec.method_params) == {"grpo", "kl_cov"}
     assert all(set(env.methods_of(spec)) <= {"grpo", "kl_cov"} for env in spec.envs)
     with pytest.raises(ValueError, match="not a method of the mechanism suite"):
-        bench.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,nope"]))
+        command.spec_from_args(parser.parse_args(["--suite", "mechanism", "--methods", "grpo,nope"]))

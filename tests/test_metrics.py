@@ -1,4 +1,4 @@
-"""covgym.metrics: chunking invariance, covariance term, the entropy law fit and forecast."""
+"""covgym.core.metrics: chunking invariance, covariance term, the entropy law fit and forecast."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym import metrics
+from covgym.core import metrics
 
 SETTINGS = settings(deadline=None, max_examples=40)
 

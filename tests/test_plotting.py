@@ -1,4 +1,4 @@
-"""covgym.plotting writes honest figures from run directories: no lag, seed bands, laws only where observed."""
+"""covgym.benchmark.plotting writes honest figures from run directories: no lag, seed bands, laws only where observed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from covgym import plot_data, plotting
+from covgym.benchmark import plot_data
+
+from covgym.benchmark import plotting
 from covgym.cli import main
 
 ALL_FIGURES = {"entropy_reward.png", "entropy_law.png", "entropy_change.png", "covariance.png", "polarity.png"}
@@ -240,7 +242,7 @@ def _method_colours(figure) -> dict[str, set[str]]:
 
 
 def _sweep_figures(tmp_path, methods: list[str], seeds: int = 2) -> list:
-    from covgym.bench_plots import figure_pass_at_k
+    from covgym.benchmark.sweep_figures import figure_pass_at_k
 
     runs, labels = [], []
     for index, method in enumerate(methods):
@@ -274,12 +276,12 @@ def test_palette_is_fixed_for_built_in_methods_and_stable_for_others():
     import subprocess
     import sys
 
-    from covgym.palette import METHOD_COLORS, method_color
+    from covgym.benchmark.palette import METHOD_COLORS, method_color
 
     assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
     assert method_color("GRPO") == method_color("grpo+ppo_clip") == METHOD_COLORS["grpo"]
     assert method_color("grpo+entropy_target") == METHOD_COLORS["entropy_target"]
-    code = "from covgym.palette import method_color; print(method_color('my_method'), method_color('other'))"
+    code = "from covgym.benchmark.palette import method_color; print(method_color('my_method'), method_color('other'))"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outputs) == 1  # the same colour in every process (Python's own hash is salted)
@@ -309,7 +311,7 @@ def test_legends_sit_outside_every_axes_and_are_smaller_than_the_plots(tmp_path,
 
 
 def test_more_than_five_methods_become_small_multiples_over_the_grey_baseline(tmp_path):
-    from covgym.palette import CONTEXT_GREY
+    from covgym.benchmark.palette import CONTEXT_GREY
 
     methods = ["grpo", "clip_cov", "kl_cov", "entropy_bonus", "entropy_target", "polarity_aware"]
     figure = _sweep_figures(tmp_path, methods)[0]  # entropy_reward: three panels, each a grid of six

@@ -9,7 +9,7 @@ import gymnasium as gym
 import pytest
 
 import covgym.algorithms as algorithms
-import covgym.plugins as plugins
+import covgym.train.plugins as plugins
 from covgym import cli
 from covgym.algorithms import registry
 
@@ -140,7 +140,7 @@ def test_a_plugin_algorithms_hyperparameters_become_flags_and_the_config_records
     config = cli.config_from_args(cli.build_parser().parse_args(argv))
     assert config.plugins == [str(plugin_file)]
     assert config.algo_params == {"plugtest_knob": 0.25}
-    from covgym.config import validate
+    from covgym.train.config import validate
 
     validate(config)  # the plugin's env id and algorithm pass validation
 
@@ -159,7 +159,7 @@ def test_config_file_plugins_are_relative_to_the_file(plugin_file, tmp_path, mon
 
 
 def test_unknown_env_message_points_to_plugins():
-    from covgym.config import ConfigError, EnvConfig, TrainConfig, validate
+    from covgym.train.config import ConfigError, EnvConfig, TrainConfig, validate
 
     with pytest.raises(ConfigError, match=r"unknown environment 'nope/Task-v0'.*--plugin"):
         validate(TrainConfig(run_dir="r", env=EnvConfig("nope/Task-v0")))
@@ -200,7 +200,7 @@ def test_entry_points_register_algorithms_and_envs_and_a_broken_one_only_warns(t
 
 
 def test_resume_reuses_the_recorded_plugins_and_refuses_others(plugin_file, tmp_path, monkeypatch):
-    from covgym.config import EnvConfig, TrainConfig
+    from covgym.train.config import EnvConfig, TrainConfig
 
     run = tmp_path / "run"
     run.mkdir()
@@ -221,7 +221,7 @@ def test_resume_reuses_the_recorded_plugins_and_refuses_others(plugin_file, tmp_
 
 
 def test_an_env_without_train_test_splits_is_refused_in_one_line(forget_plugins, capsys):
-    from covgym.config import ConfigError, EnvConfig, TrainConfig, validate
+    from covgym.train.config import ConfigError, EnvConfig, TrainConfig, validate
 
     class Plain(gym.Env):
         def __init__(self, render_mode=None):
@@ -236,7 +236,7 @@ def test_an_env_without_train_test_splits_is_refused_in_one_line(forget_plugins,
 
 
 def test_bench_records_plugins_from_its_config_file_and_flags(plugin_file, tmp_path, monkeypatch):
-    from covgym.bench import spec_from_args
+    from covgym.benchmark.command import spec_from_args
 
     (plugin_file.parent / "bench.yaml").write_text("plugins: [plugtest.py]\nmethods: [plugtest_algo]\n")
     (tmp_path / "elsewhere").mkdir()

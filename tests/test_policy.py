@@ -7,7 +7,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from covgym.policy import Policy, SamplingParams
+from covgym.models.policy import Policy, SamplingParams
 
 
 def reference_scores(policy: Policy, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -102,7 +102,7 @@ def test_generate_is_reproducible_for_a_seed_and_respects_max_new_tokens(random_
 
 
 def test_head_chunks_are_sized_by_bytes_of_logits(random_policy):
-    from covgym.policy import DEFAULT_CHUNK_BYTES, chunk_rows
+    from covgym.models.policy import DEFAULT_CHUNK_BYTES, chunk_rows
 
     assert chunk_rows(151_936) == 110  # 110 × 151,936 × 4 B = 63.8 MiB <= 64 MiB < 111 rows
     assert chunk_rows(151_936) * 151_936 * 4 <= DEFAULT_CHUNK_BYTES < (chunk_rows(151_936) + 1) * 151_936 * 4
@@ -115,8 +115,8 @@ def test_head_chunks_are_sized_by_bytes_of_logits(random_policy):
 # ------------------------------------------------------------------ covgym's own decode loop (issue 15)
 def reference_decode(policy: Policy, prompts: list[list[int]], max_new_tokens: int, top_p: float, seed: int):
     """Obviously correct: no cache, the whole left-padded sequence through the HF model at every step."""
-    from covgym.policy import draw_from_probs
-    from covgym.prefix_sharing import left_pad
+    from covgym.models.policy import draw_from_probs
+    from covgym.models.prefix_sharing import left_pad
 
     generator = torch.Generator().manual_seed(seed)
     ids, mask = left_pad(prompts, policy.pad_token_id)
@@ -159,7 +159,7 @@ def test_decode_loop_matches_an_uncached_full_logits_reference(random_policy):
 
 def test_sampled_scores_equal_scoring_of_the_finished_batch(random_policy):
     """What the loop reads off while sampling is what ``score`` (chunked, shared prompts) gives afterwards."""
-    from covgym.rollout import Episode, pack_episodes
+    from covgym.train.rollout import Episode, pack_episodes
 
     policy = random_policy
     prompts = [policy.encode_prompt(t) for t in ("1+1=", "1+1=", "22*3=")]
@@ -183,7 +183,7 @@ def test_sampled_scores_are_withheld_under_reduced_precision(random_policy):
 
 
 def test_inverse_cdf_draws_follow_the_distribution():
-    from covgym.policy import draw_from_probs
+    from covgym.models.policy import draw_from_probs
 
     probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).expand(20000, 4)
     draws = draw_from_probs(probs, 1.0, torch.Generator().manual_seed(0))
@@ -198,7 +198,7 @@ def test_top_p_nucleus_is_the_one_transformers_keeps(logits, top_p):
     """The support of our draws equals the tokens transformers' TopPLogitsWarper leaves finite."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from covgym.policy import draw_from_probs
+    from covgym.models.policy import draw_from_probs
 
     scores = torch.tensor([logits]) / 10.0  # distinct in float32: no ties
     sorted_mass = torch.softmax(scores, -1)[0].sort(descending=True).values
@@ -224,7 +224,7 @@ def test_decode_loop_stops_rows_at_a_stop_string(random_policy):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_scores_and_sampled_scores_on_cuda_equal_cpu(random_model_dir):
     """The chunked scorer and the decode loop on CUDA: the CPU's scores, and sampled scores equal to scoring."""
-    from covgym.rollout import Episode, pack_episodes
+    from covgym.train.rollout import Episode, pack_episodes
 
     cpu = Policy.from_pretrained(str(random_model_dir), show_progress=False)
     gpu = Policy.from_pretrained(str(random_model_dir), device="cuda", show_progress=False)

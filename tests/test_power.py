@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from covgym.power import (holm, minimum_detectable_effect, paired_t_power, paired_t_test, power_summary,
+from covgym.measure.power import (holm, minimum_detectable_effect, paired_t_power, paired_t_test, power_summary,
                           seeds_needed)
 
 

@@ -7,16 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.policy import Policy, SamplingParams, enable_activation_checkpointing
-from covgym.prefix_sharing import group_prefixes, left_pad
-from covgym.rollout import Episode, pack_episodes
+from covgym.models.policy import Policy, SamplingParams, enable_activation_checkpointing
+from covgym.models.prefix_sharing import group_prefixes, left_pad
+from covgym.train.rollout import Episode, pack_episodes
 
 
 @pytest.fixture(autouse=True)
 def share_whenever_it_saves_a_position(monkeypatch):
     """These tests check the shared path itself: take it whenever it computes fewer positions, however few (by
     default it must save a third of them to pay for its second pass)."""
-    monkeypatch.setattr("covgym.policy.SHARING_PAYS", 1.0)
+    monkeypatch.setattr("covgym.models.policy.SHARING_PAYS", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_other_cache_layouts_share_or_fall_back_without_changing_results(kind, r
 
 
 def test_leading_prefix_lengths_are_the_longest_prefix_shared_with_another_row():
-    from covgym.prefix_sharing import leading_prefix_lengths
+    from covgym.models.prefix_sharing import leading_prefix_lengths
 
     rows = [[1, 2, 3, 9], [1, 2, 4], [1, 2, 3, 8, 7], [5, 6], [5, 6]]
     assert leading_prefix_lengths(rows) == [3, 2, 3, 1, 1]  # capped at len − 1: the last token is the row's own

@@ -33,6 +33,12 @@ def test_every_folder_the_layout_names_exists():
     assert not missing, f"README Layout names folders that do not exist: {missing}"
 
 
+def test_the_layout_names_every_package_of_covgym():
+    folders = set(layout_folders((ROOT / "README.md").read_text()))
+    packages = {f"covgym/{init.parent.name}/" for init in (ROOT / "covgym").glob("*/__init__.py")}
+    assert packages - folders == set(), "README Layout leaves out these packages"
+
+
 def test_layout_parser_catches_a_folder_that_is_not_there():
     readme = "## Layout\n\n```\nalgorithms/   x\n  nowhere/    y\n```\n"
     assert layout_folders(readme) == ["algorithms/", "algorithms/nowhere/"]

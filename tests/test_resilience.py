@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from covgym.checkpoint import CheckpointError, atomic_write, list_checkpoints, save_checkpoint
-from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-from covgym.trainer import Trainer, TrainingError
+from covgym.train.checkpoint import CheckpointError, atomic_write, list_checkpoints, save_checkpoint
+from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.trainer import Trainer, TrainingError
 
 VOLATILE = ("time_", "tokens_per_s")
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import covgym  # noqa: F401
-from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-from covgym.policy import SamplingParams
-from covgym.rollout import collect_rollout
-from covgym.trainer import Trainer
+from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.models.policy import SamplingParams
+from covgym.train.rollout import collect_rollout
+from covgym.train.trainer import Trainer
 
 
 class ScriptedPolicy:

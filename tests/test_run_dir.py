@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from covgym.cli import main
-from covgym.config import TrainConfig
-from covgym.run_dir import (RunDirError, check_partial_config, check_run_dir, clear_run_dir, config_differences,
+from covgym.train.config import TrainConfig
+from covgym.train.run_dir import (RunDirError, check_partial_config, check_run_dir, clear_run_dir, config_differences,
                             is_taken)
 
 
@@ -102,7 +102,7 @@ def test_overwrite_clears_the_previous_run_first(tmp_path, tiny_model_path, caps
 
 def test_the_trainer_itself_refuses(tmp_path):
     """The policy lives below the CLI: a Python user's Trainer is refused the same way, before any model loads."""
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -7,8 +7,8 @@ import gymnasium as gym
 import torch
 
 import covgym.envs  # noqa: F401
-from covgym.policy import SamplingParams
-from covgym.rollout import collect_rollout, score_batch
+from covgym.models.policy import SamplingParams
+from covgym.train.rollout import collect_rollout, score_batch
 
 
 def _rollout(policy, env_id: str = "covgym/Arithmetic-v0"):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from covgym import cli
-from covgym.dead_signal import DeadSignalMonitor, signal_statistics
-from covgym.interrupt import interrupt_note
-from covgym.model_sources import resolve_model
-from covgym.samples import SampleWriter, load_samples, spread_rows
-from covgym.show import show
+from covgym.train.dead_signal import DeadSignalMonitor, signal_statistics
+from covgym.train.interrupt import interrupt_note
+from covgym.models.sources import resolve_model
+from covgym.train.samples import SampleWriter, load_samples, spread_rows
+from covgym.train.show import show
 
 SMALL = ["--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--progress", "false",
          "--tensorboard", "false", "--eval-problems", "2", "--eval-samples", "2"]
@@ -205,7 +205,7 @@ def test_a_bench_whose_runs_all_failed_exits_non_zero(tmp_path, capsys, tiny_mod
 
 
 def test_interrupting_train_reports_what_was_saved(tmp_path, capsys, monkeypatch, tiny_model_path):
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     def interrupted(self):
         self.run_dir.mkdir(parents=True)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import covgym.envs  # noqa: F401  (registers ids)
-from covgym.policy import Policy, SamplingParams
+from covgym.models.policy import Policy, SamplingParams
 
 
 def _smollm2_missing() -> bool:
@@ -59,8 +59,8 @@ def test_autocast_gradients_reach_float32_parameters(random_policy):
 @pytest.fixture(scope="module")
 def smollm2_trainer(tmp_path_factory):
     """One small GRPO trainer on the real model, shared so that the model is loaded (and warmed up) once."""
-    from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-    from covgym.trainer import Trainer
+    from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+    from covgym.train.trainer import Trainer
 
     config = TrainConfig(
         algo="grpo", steps=1, run_dir=str(tmp_path_factory.mktemp("smollm2_run")), eval_problems=0,
@@ -84,7 +84,7 @@ def test_cached_copy_matches_the_gguf_file(smollm2_policy):
     """The de-quantised bf16 directory scores text like transformers' own GGUF loading (float32)."""
     from transformers import AutoModelForCausalLM
 
-    from covgym.model_aliases import SMOLLM2_ALIAS, SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, packaged_gguf_file
+    from covgym.models.aliases import SMOLLM2_ALIAS, SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, packaged_gguf_file
 
     path = packaged_gguf_file(SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, SMOLLM2_ALIAS)
     reference = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)

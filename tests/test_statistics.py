@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.evaluation import pass_at_k, pass_at_k_curve
-from covgym.statistics import law_comparison, mean_ci, paired_difference, windowed
+from covgym.train.evaluation import pass_at_k, pass_at_k_curve
+from covgym.measure.statistics import law_comparison, mean_ci, paired_difference, windowed
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -135,7 +135,7 @@ def test_aic_charges_the_power_law_for_the_line_it_nests():
 
 
 def test_aic_by_hand():
-    from covgym.law_models import aic
+    from covgym.measure.law_models import aic
 
     residuals = np.array([0.1, -0.2, 0.05, 0.0, 0.15])
     rss = float((residuals**2).sum())
@@ -145,7 +145,7 @@ def test_aic_by_hand():
 
 
 def test_a_failed_fit_is_nan_not_an_exception(monkeypatch):
-    from covgym import law_models
+    from covgym.measure import law_models
 
     entropy, reward = _noisy("exp", 0, points=12)
     assert np.isnan(law_models.fit_law(law_models.MODELS[2], entropy[:3], reward[:3])).all()  # 3 points, 3 params

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import covgym  # noqa: F401  (registers the envs)
-from covgym.evaluation import distinct_problem_seeds
-from covgym.threads import SMALL_MODEL_PARAMETERS, apply_threads, auto_threads, limited_threads
-from covgym.trainer import minibatch_rows
+from covgym.train.evaluation import distinct_problem_seeds
+from covgym.models.threads import SMALL_MODEL_PARAMETERS, apply_threads, auto_threads, limited_threads
+from covgym.train.trainer import minibatch_rows
 
 
 @settings(max_examples=60, deadline=None)

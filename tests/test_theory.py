@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
-from covgym import theory
-from covgym.metrics import predicted_entropy_change
+from covgym.measure import theory
+from covgym.core.metrics import predicted_entropy_change
 
 SETTINGS = settings(deadline=None, max_examples=60)
 
@@ -145,7 +145,7 @@ def test_entropy_falls_with_positive_and_rises_with_negative_covariance(case, me
 @SETTINGS
 @given(logit_vectors(), st.data(), st.floats(-2.0, 2.0).filter(lambda a: abs(a) > 1e-2))
 def test_polarity_formula_matches_exact_single_token_change(z, data, advantage):
-    from covgym.entropy_dynamics import polarity, polarity_score
+    from covgym.measure.entropy_dynamics import polarity, polarity_score
 
     action = data.draw(st.integers(0, len(z) - 1))
     p = softmax_np(z)

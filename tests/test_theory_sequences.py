@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym import theory
+from covgym.measure import theory
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import covgym.algorithms as algorithms
-from covgym.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
-from covgym.trainer import Trainer
+from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.trainer import Trainer
 
 REQUIRED_KEYS = ("step", "reward_mean", "accuracy", "entropy_mean", "approx_kl", "clip_frac", "grad_norm",
                  "response_length_mean", "tokens_per_s", "time_generate_s", "time_score_s", "time_update_s")
@@ -85,7 +85,7 @@ def test_kl_cov_without_off_policy_minibatches_warns(tmp_path, tiny_model_path):
 
 
 def test_metric_groups_may_not_share_a_name():
-    from covgym.training_metrics import merge_disjoint
+    from covgym.measure.training_metrics import merge_disjoint
 
     assert merge_disjoint({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
     with pytest.raises(KeyError, match="cov_mean"):
@@ -95,7 +95,7 @@ def test_metric_groups_may_not_share_a_name():
 def test_logged_cov_mean_is_the_documented_batch_statistic(tmp_path, tiny_model_path, monkeypatch):
     """docs/entropy.md: ``cov_mean`` is the whole batch's Cov(log π_old, A); several mini-batches must not
     overwrite it with a loss's per-mini-batch value (which is logged as ``minibatch_cov_mean``)."""
-    from covgym.entropy_dynamics import covariance_stats
+    from covgym.measure.entropy_dynamics import covariance_stats
 
     config = small_config(tmp_path, str(tiny_model_path), "kl_cov", steps=1)
     config = config.replace(optim=OptimConfig(lr=1e-3, mini_batches=4))

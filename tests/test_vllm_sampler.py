@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from covgym.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
+from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
 
 @dataclass
@@ -86,7 +86,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_missing_vllm_names_the_extra(monkeypatch, random_model_dir, tmp_path):
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
@@ -97,8 +97,8 @@ def test_missing_vllm_names_the_extra(monkeypatch, random_model_dir, tmp_path):
 
 
 def test_sampling_params_reach_the_engine_and_responses_are_cut(fake_vllm, random_policy):
-    from covgym.policy import SamplingParams
-    from covgym.vllm_sampler import VLLMSampler
+    from covgym.models.policy import SamplingParams
+    from covgym.models.vllm_sampler import VLLMSampler
 
     random_policy.sampler = VLLMSampler(str(random_policy.source_path), dtype="float32", gpu_memory_utilization=0.2)
     prompts = [random_policy.encode_prompt("1+2="), random_policy.encode_prompt("30-4=")]
@@ -116,7 +116,7 @@ def test_sampling_params_reach_the_engine_and_responses_are_cut(fake_vllm, rando
 
 
 def test_unknown_engine_layout_is_a_clear_error(fake_vllm, random_policy):
-    from covgym.vllm_sampler import VLLMSampler
+    from covgym.models.vllm_sampler import VLLMSampler
 
     sampler = VLLMSampler(str(random_policy.source_path))
     sampler.llm.llm_engine = types.SimpleNamespace()
@@ -126,7 +126,7 @@ def test_unknown_engine_layout_is_a_clear_error(fake_vllm, random_policy):
 
 @pytest.mark.slow
 def test_the_engine_samples_from_the_latest_weights(fake_vllm, random_model_dir, tmp_path):
-    from covgym.trainer import Trainer
+    from covgym.train.trainer import Trainer
 
     config = TrainConfig(algo="entropy_bonus", algo_params={"entropy_coeff": 1.0}, steps=2, eval_problems=2,
                          eval_samples=1, run_dir=str(tmp_path / "run"), progress=False, tensorboard=False,
@@ -147,8 +147,8 @@ def test_the_engine_samples_from_the_latest_weights(fake_vllm, random_model_dir,
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
                     reason="vLLM and a CUDA GPU are needed for the real engine")
 def test_real_vllm_engine_samples_and_takes_weights(random_model_dir):  # pragma: no cover - GPU machines only
-    from covgym.policy import Policy, SamplingParams
-    from covgym.vllm_sampler import VLLMSampler
+    from covgym.models.policy import Policy, SamplingParams
+    from covgym.models.vllm_sampler import VLLMSampler
 
     policy = Policy.from_pretrained(str(random_model_dir), device="cuda", show_progress=False)
     policy.sampler = VLLMSampler(str(random_model_dir), dtype="float32", gpu_memory_utilization=0.2)

@@ -10,7 +10,7 @@ import pytest
 
 from covgym import cli
 from covgym.envs import Grade, MultiTurnEnv, Problem, SingleTurnEnv
-from covgym.warmstart import WarmStartError, build_warmstart, demonstrations, is_warm_started, near_miss
+from covgym.train.warmstart import WarmStartError, build_warmstart, demonstrations, is_warm_started, near_miss
 
 
 class ExactEnv(SingleTurnEnv):

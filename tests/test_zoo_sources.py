@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import covgym.algorithms as algorithms
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 
 def outcome_batch(rewards: list[float], entropy: float = 0.5, groups: list[int] | None = None) -> RolloutBatch:

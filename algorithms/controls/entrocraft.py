@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.first_order import rollout_entropy
@@ -17,7 +17,7 @@ from covgym.algorithms.registry import register
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 SCHEDULES = ("constant", "linear", "cos")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.first_order import linear_schedule, rollout_entropy, unit_step_entropy_change
@@ -15,7 +15,7 @@ from covgym.algorithms.registry import register
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 
 @register

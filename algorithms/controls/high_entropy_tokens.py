@@ -10,7 +10,7 @@ from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.parts import Control
 from covgym.algorithms.registry import register
 from covgym.algorithms.token_selection import choose_top, global_token_count
-from covgym.metrics import masked_mean
+from covgym.core.metrics import masked_mean
 
 if TYPE_CHECKING:
     from torch import Tensor

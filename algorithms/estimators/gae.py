@@ -13,7 +13,7 @@ from covgym.algorithms.registry import register
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 
 @register
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class GAEEstimator(Estimator):
     """GAE(γ, λ) advantages from critic values, whitened over response tokens; returns = A + V.
 
-    Needs a critic: the trainer builds a ``covgym.critic.Critic`` (learning rate ``critic_lr``), fills
+    Needs a critic: the trainer builds a ``covgym.models.critic.Critic`` (learning rate ``critic_lr``), fills
     ``batch.values`` at rollout time and steps it on ``value_loss`` (clipped, ``cliprange_value``).
     """
 
@@ -47,7 +47,7 @@ class GAEEstimator(Estimator):
 
     def compute_with_returns(self, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
         if batch.values is None:
-            raise ValueError("RolloutBatch.values is None; GAE needs critic values (covgym.critic.Critic.values)")
+            raise ValueError("RolloutBatch.values is None; GAE needs critic values (covgym.models.critic.Critic.values)")
         return gae_advantages_and_returns(batch.outcome_token_rewards(), batch.values.to(batch.response_mask.dtype),
                                           batch.response_mask, self.gamma, self.lam)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from math import comb, sqrt
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.functional import broadcast_over_response
@@ -16,7 +16,7 @@ from covgym.algorithms.registry import register
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 
 def passk_group_advantages(n: int, correct: int, k: int, epsilon: float = 1e-6) -> tuple[float, float]:

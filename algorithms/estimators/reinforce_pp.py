@@ -12,7 +12,7 @@ from covgym.algorithms.registry import register
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from covgym.batch import RolloutBatch
+    from covgym.core.batch import RolloutBatch
 
 
 @register

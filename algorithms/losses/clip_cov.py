@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from covgym.lazy import torch
+from covgym.core.lazy import torch
 
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.functional import clip_cov_token_loss

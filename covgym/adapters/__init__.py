@@ -7,3 +7,10 @@
 
 Neither engine is imported until its adapter is used, so ``import covgym`` never needs them.
 """
+
+#: covgym packages this package may import: adapters sit on top, beside the command line (checked by
+#: tests/test_layout.py).
+MAY_IMPORT: tuple[str, ...] = ("covgym.core", "covgym.distributed", "covgym.envs", "covgym.algorithms",
+                               "covgym.models", "covgym.measure", "covgym.train")
+
+
