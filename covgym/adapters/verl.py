@@ -147,7 +147,8 @@ def register_verl_policy_losses(names: list[str] | None = None, prefix: str = PR
     """Register covgym's losses (default: every registered algorithm) in verl as ``<prefix><name>``.
 
     Args:
-        names: covgym algorithm names to register (default: ``covgym.algorithms.names()``, covgym-only ones too).
+        names: covgym algorithm names or ``+``-joined compositions to register (default:
+            ``covgym.algorithms.names()``, covgym-only ones too), e.g. ``["grpo+clip_cov+covariance_kernel"]``.
         prefix: prepended to each name in verl's registry (so covgym's ``clip_cov`` never replaces verl's).
         hyperparameters: per covgym name, fixed hyperparameters that override verl's config.
         seed: seed of Clip-Cov's token-choice generator (offset by the rank).
@@ -156,6 +157,8 @@ def register_verl_policy_losses(names: list[str] | None = None, prefix: str = PR
         The names registered in verl, sorted.
     Raises:
         ImportError: verl is not importable (the message says how to install it).
+        NotImplementedError: a name has a control verl's calls cannot carry (``covgym.adapters.verl_support``);
+            nothing is registered then.
     """
     registry = core_algos()
     chosen = algorithms.names() if names is None else list(names)
@@ -164,12 +167,12 @@ def register_verl_policy_losses(names: list[str] | None = None, prefix: str = PR
     if unknown:
         raise ValueError(f"hyperparameters given for algorithm(s) not being registered: {', '.join(unknown)}")
     form = _detect_return_form(registry) if return_form == "auto" else return_form
-    registered = []
-    for name in chosen:
-        function = verl_policy_loss(name, overrides.get(name), seed=seed, return_form=form)
-        registry.register_policy_loss(prefix + name)(function)
-        registered.append(prefix + name)
-    return sorted(registered)
+    # every function is built (and checked) before any is registered: a refused name leaves verl's registry as it was
+    functions = {prefix + name: verl_policy_loss(name, overrides.get(name), seed=seed, return_form=form)
+                 for name in chosen}
+    for registered_name, function in functions.items():
+        registry.register_policy_loss(registered_name)(function)
+    return sorted(functions)
 
 
 def _detect_return_form(core_algos: Any) -> str:

@@ -148,14 +148,13 @@ def register_verl_advantage_estimators(names: list[str] | None = None, prefix: s
     if unknown:
         raise ValueError(f"hyperparameters given for estimator(s) not being registered: {', '.join(unknown)}")
     table = getattr(registry, "ADV_ESTIMATOR_REGISTRY", {})
-    registered = []
-    for name in chosen:
-        function = verl_advantage_estimator(name, overrides.get(name))
-        if getattr(table.get(prefix + name), "covgym_estimator", None) is not None:
-            del table[prefix + name]
-        registry.register_adv_est(prefix + name)(function)
-        registered.append(prefix + name)
-    return sorted(registered)
+    # every function is built (and checked) before any is registered: a refused name leaves verl's registry as it was
+    functions = {prefix + name: verl_advantage_estimator(name, overrides.get(name)) for name in chosen}
+    for registered_name, function in functions.items():
+        if getattr(table.get(registered_name), "covgym_estimator", None) is not None:
+            del table[registered_name]
+        registry.register_adv_est(registered_name)(function)
+    return sorted(functions)
 
 
 __all__ = ["NOT_FROM_CONFIG", "estimator_batch", "group_ids_from_index", "register_verl_advantage_estimators",
