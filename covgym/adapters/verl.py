@@ -1,11 +1,13 @@
-"""covgym inside verl: its policy losses in verl's policy-loss registry, its graders as a verl reward function.
+"""covgym inside verl: its policy losses and advantage estimators in verl's registries, its graders as a reward.
 
-Losses (call once in every verl worker process; ``actor_rollout_ref.model.external_lib=covgym.adapters.verl_plugin``
-does it for you)::
+Losses and estimators (register in every verl process; ``actor_rollout_ref.model.external_lib=
+covgym.adapters.verl_plugin`` does it for you, in the workers and in the v1 trainer that computes advantages)::
 
-    from covgym.adapters.verl import register_verl_policy_losses
+    from covgym.adapters.verl import register_verl_advantage_estimators, register_verl_policy_losses
     register_verl_policy_losses()          # -> ["covgym_clip_cov", "covgym_grpo", "covgym_kl_cov", ...]
-    # then: actor_rollout_ref.actor.policy_loss.loss_mode=covgym_kl_cov
+    register_verl_policy_losses(["grpo+clip_cov+covariance_kernel"])   # a composition, as one verl loss
+    register_verl_advantage_estimators()   # -> ["covgym_dr_grpo", "covgym_gae", ..., "covgym_passk", ...]
+    # then: actor_rollout_ref.actor.policy_loss.loss_mode=covgym_kl_cov  algorithm.adv_estimator=covgym_rloo
 
 Rewards and data::
 
@@ -39,6 +41,15 @@ How a covgym loss maps onto verl's call:
 - Clip-Cov's and KL-Cov's token choice is made per call (one micro-batch on one rank), as verl's own versions do:
   covgym's cross-rank reductions are switched off inside verl, whose ranks need not call the loss equally often.
 - ``rollout_is_weights`` (verl's rollout importance-sampling correction) is not supported: a clear error.
+- A composition's controls act inside the call through ``token_weights`` and ``loss_terms``
+  (``covariance_kernel``); ``entropy_bonus`` is verl's ``actor.entropy_coeff``. Controls that keep state between
+  steps (``end_of_step``: ``adaptive_entropy``, ``entropy_target``, ``entropy_schedule``, ``entrocraft``,
+  ``polarity_aware``), need the token entropy in the loss (``high_entropy_tokens``) or transform advantages from
+  the rollout's entropies (``opefo``, ``htpo``) are refused at registration with a one-line
+  ``NotImplementedError`` ("not supported yet in verl: control ... needs a step hook (end_of_step) ...");
+  ``covgym.adapters.verl_support`` says why for each.
+
+Estimators: ``covgym.adapters.verl_estimators`` (verl's ``compute_advantage`` call, groups from its ``index``).
 """
 
 from __future__ import annotations
