@@ -33,12 +33,16 @@ test: $(VENV)/.installed
 		$(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 
 # The real-verl adapter tests, in a venv of their own: verl pins an older transformers than covgym's main venv.
+# cachetools, uvicorn and fastapi: imported by verl 0.9.1's trainer module (ray_trainer.compute_advantage, which the
+# estimator tests call) but not declared by its wheel.
 VERL_VENV ?= .venv-verl
+VERL_TESTS := tests/test_adapters_verl.py tests/test_adapters_verl_estimators.py tests/test_adapters_verl_controls.py \
+	tests/test_algorithm_new_parts.py
 verl-check:
 	$(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -c "import torch" 2>/dev/null || $(VERL_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
-	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[test]" verl
-	$(VERL_VENV)/bin/python -m pytest -q -rs tests/test_adapters_verl.py tests/test_algorithm_new_parts.py -k "verl"
+	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[test]" verl cachetools uvicorn fastapi
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VERL_VENV)/bin/python -m pytest -q -rs -n 0 $(VERL_TESTS) -k "verl"
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) runs .pytest_cache .hypothesis

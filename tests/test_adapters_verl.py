@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import json
 import sys
-import types
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -23,43 +22,14 @@ from hypothesis import strategies as st
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.algorithms.functional import LOSS_AGG_MODES
+from verl_standin import install, make_core_algos
 
 B, T = 6, 9
 
 
-def make_core_algos(vanilla_annotation: str = "tuple[torch.Tensor, dict[str, Any]]") -> types.ModuleType:
-    """A minimal stand-in of verl's ``core_algos`` policy-loss registry, as documented in verl."""
-    core = types.ModuleType("verl.trainer.ppo.core_algos")
-    core.POLICY_LOSS_REGISTRY = {}
-
-    def register_policy_loss(name):
-        def decorator(func):
-            core.POLICY_LOSS_REGISTRY[name] = func
-            return func
-        return decorator
-
-    def get_policy_loss_fn(name):
-        if name not in core.POLICY_LOSS_REGISTRY:
-            raise ValueError(f"Unsupported loss mode: {name}")
-        return core.POLICY_LOSS_REGISTRY[name]
-
-    def compute_policy_loss_vanilla(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
-                                    config=None, rollout_is_weights=None):
-        raise NotImplementedError
-
-    compute_policy_loss_vanilla.__annotations__["return"] = vanilla_annotation
-    core.register_policy_loss, core.get_policy_loss_fn = register_policy_loss, get_policy_loss_fn
-    core.compute_policy_loss_vanilla = compute_policy_loss_vanilla
-    return core
-
-
 @pytest.fixture
 def fake_verl(monkeypatch):
-    for name in ("verl", "verl.trainer", "verl.trainer.ppo"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    core = make_core_algos()
-    monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
-    return core
+    return install(monkeypatch, make_core_algos())
 
 
 def verl_config(**policy_loss) -> SimpleNamespace:
@@ -285,10 +255,7 @@ def test_rollout_importance_weights_are_refused_clearly():
 
 
 def test_older_verl_gets_the_four_tensor_form(monkeypatch):
-    for name in ("verl", "verl.trainer", "verl.trainer.ppo"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    core = make_core_algos("tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]")
-    monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
+    core = install(monkeypatch, make_core_algos("tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"))
     adapter.register_verl_policy_losses(["grpo"])
     old, log_prob, advantages, mask = random_inputs(seed=7)
     result = core.get_policy_loss_fn("covgym_grpo")(old_log_prob=old, log_prob=log_prob, advantages=advantages,
@@ -325,6 +292,8 @@ def test_importing_the_plugin_registers_the_losses(fake_verl, monkeypatch):
     monkeypatch.delitem(sys.modules, "covgym.adapters.verl_plugin")  # the next import registers again
     assert plugin.REGISTERED == sorted(f"covgym_{name}" for name in algorithms.names())
     assert set(plugin.REGISTERED) <= set(fake_verl.POLICY_LOSS_REGISTRY)
+    assert plugin.REGISTERED_ESTIMATORS == sorted(f"covgym_{name}" for name in algorithms.part_names("estimator"))
+    assert set(plugin.REGISTERED_ESTIMATORS) == set(fake_verl.ADV_ESTIMATOR_REGISTRY)
 
 
 def test_missing_verl_names_the_fix(monkeypatch):

@@ -2,8 +2,9 @@
 
 - ``covgym.adapters.trl``: a single-turn env as a prompt dataset and a reward function for TRL's ``GRPOTrainer``
   (optional extra: ``pip install 'covgym[trl]'``).
-- ``covgym.adapters.verl``: covgym's policy losses registered into verl's policy-loss registry, and a
-  ``compute_score`` that makes covgym's graders a verl custom reward function (verl installed separately).
+- ``covgym.adapters.verl``: covgym's policy losses (and loss-side compositions) registered into verl's policy-loss
+  registry, its estimators into verl's advantage-estimator registry (``verl_estimators``), and a ``compute_score``
+  that makes covgym's graders a verl custom reward function (verl installed separately).
 
 Neither engine is imported until its adapter is used, so ``import covgym`` never needs them.
 """

@@ -1,11 +1,13 @@
-"""covgym inside verl: its policy losses in verl's policy-loss registry, its graders as a verl reward function.
+"""covgym inside verl: its policy losses and advantage estimators in verl's registries, its graders as a reward.
 
-Losses (call once in every verl worker process; ``actor_rollout_ref.model.external_lib=covgym.adapters.verl_plugin``
-does it for you)::
+Losses and estimators (register in every verl process; ``actor_rollout_ref.model.external_lib=
+covgym.adapters.verl_plugin`` does it for you, in the workers and in the v1 trainer that computes advantages)::
 
-    from covgym.adapters.verl import register_verl_policy_losses
+    from covgym.adapters.verl import register_verl_advantage_estimators, register_verl_policy_losses
     register_verl_policy_losses()          # -> ["covgym_clip_cov", "covgym_grpo", "covgym_kl_cov", ...]
-    # then: actor_rollout_ref.actor.policy_loss.loss_mode=covgym_kl_cov
+    register_verl_policy_losses(["grpo+clip_cov+covariance_kernel"])   # a composition, as one verl loss
+    register_verl_advantage_estimators()   # -> ["covgym_dr_grpo", "covgym_gae", ..., "covgym_passk", ...]
+    # then: actor_rollout_ref.actor.policy_loss.loss_mode=covgym_kl_cov  algorithm.adv_estimator=covgym_rloo
 
 Rewards and data::
 
@@ -39,31 +41,37 @@ How a covgym loss maps onto verl's call:
 - Clip-Cov's and KL-Cov's token choice is made per call (one micro-batch on one rank), as verl's own versions do:
   covgym's cross-rank reductions are switched off inside verl, whose ranks need not call the loss equally often.
 - ``rollout_is_weights`` (verl's rollout importance-sampling correction) is not supported: a clear error.
+- A composition's controls act inside the call through ``token_weights`` and ``loss_terms``
+  (``covariance_kernel``); ``entropy_bonus`` is verl's ``actor.entropy_coeff``. Controls that keep state between
+  steps (``end_of_step``: ``adaptive_entropy``, ``entropy_target``, ``entropy_schedule``, ``entrocraft``,
+  ``polarity_aware``), need the token entropy in the loss (``high_entropy_tokens``) or transform advantages from
+  the rollout's entropies (``opefo``, ``htpo``) are refused at registration with a one-line
+  ``NotImplementedError`` ("not supported yet in verl: control ... needs a step hook (end_of_step) ...");
+  ``covgym.adapters.verl_support`` says why for each.
+
+Estimators: ``covgym.adapters.verl_estimators`` (verl's ``compute_advantage`` call, groups from its ``index``).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
 import covgym.algorithms as algorithms
 from covgym.adapters.common import EnvGrader, make_single_turn_env, problem_seeds, prompt_rows
+from covgym.adapters.verl_common import (CORE_ALGOS, INSTALL_HINT, MISSING, PREFIX, core_algos, from_config,
+                                         lookup, process_rank, rank_local_selection)
+from covgym.adapters.verl_estimators import register_verl_advantage_estimators, verl_advantage_estimator
+from covgym.adapters.verl_support import check_policy_loss_support
 
-PREFIX = "covgym_"
-CORE_ALGOS = "verl.trainer.ppo.core_algos"
-INSTALL_HINT = "install verl separately (pip install verl, see verl's install guide); covgym does not pull it in"
 #: Hyperparameters verl applies outside the policy loss (or passes as call arguments): never read from its config.
 _NOT_FROM_CONFIG = frozenset({"entropy_coeff", "use_kl_loss", "kl_loss_coef", "kl_loss_type", "loss_agg_mode",
                               "loss_scale_factor"})
-_MISSING = object()
 
 
 # ---------------------------------------------------------------------------------------------- policy losses
@@ -72,13 +80,19 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
     """covgym's ``name`` loss as a function of verl's policy-loss signature (usable without verl installed).
 
     Args:
-        name: a covgym algorithm name (``covgym.algorithms.names()``).
+        name: a covgym algorithm name (``covgym.algorithms.names()``) or parts joined by ``+``
+            (``grpo+clip_cov+covariance_kernel``): the loss part and the controls' token weights and loss terms
+            act inside verl's call; the estimator part does not (advantages are verl's ``algorithm.adv_estimator``).
         hyperparameters: fixed hyperparameters of the algorithm; they override verl's config.
         seed: seeds the generator of random token choices (Clip-Cov), offset by the process rank.
         return_form: ``"dict"`` → ``(pg_loss, metrics)``; ``"tuple"`` → ``(pg_loss, pg_clipfrac, ppo_kl,
             pg_clipfrac_lower)`` (verl releases before the dict form).
+    Raises:
+        NotImplementedError: a control of ``name`` needs what verl's loss call cannot give (a step hook, the
+            token entropy, advantages transformed on the driver); the message names the control and the reason.
     """
     algorithm_class = algorithms.get(name)
+    check_policy_loss_support(name, algorithm_class)
     if return_form not in ("dict", "tuple"):
         raise ValueError(f"return_form must be 'dict' or 'tuple', got {return_form!r}")
     fixed = dict(hyperparameters or {})
@@ -93,7 +107,7 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
         key = tuple(sorted(kwargs.items()))
         if key not in instances:  # kept, so Clip-Cov's generator advances from call to call
             algorithm = algorithm_class(**kwargs)
-            algorithm.set_generator(torch.Generator().manual_seed(seed + _process_rank()))
+            algorithm.set_generator(torch.Generator().manual_seed(seed + process_rank()))
             instances[key] = algorithm
         return instances[key]
 
@@ -104,15 +118,15 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
         if rollout_is_weights is not None:
             raise ValueError(f"{PREFIX}{name}: rollout_is_weights (verl's rollout importance-sampling correction) "
                              "is not supported by covgym's losses; turn the rollout correction off")
-        batch_info = _lookup(config, "global_batch_info")
+        batch_info = lookup(config, "global_batch_info")
         batch_info = batch_info if isinstance(batch_info, Mapping) else {}
-        scale_factor = batch_info.get("loss_scale_factor", _lookup(config, "loss_scale_factor"))
+        scale_factor = batch_info.get("loss_scale_factor", lookup(config, "loss_scale_factor"))
         loss_agg_mode = fixed.get("loss_agg_mode", loss_agg_mode)
-        kwargs = {**_from_config(config, known - _NOT_FROM_CONFIG), **fixed, "loss_agg_mode": loss_agg_mode,
+        kwargs = {**from_config([lookup(config, "policy_loss"), config], known - _NOT_FROM_CONFIG), **fixed, "loss_agg_mode": loss_agg_mode,
                   "use_kl_loss": False}
         if "entropy_coeff" in known:  # verl adds its own entropy term; only some algorithms have this knob
             kwargs["entropy_coeff"] = 0.0
-        if "loss_scale_factor" not in fixed and scale_factor not in (None, _MISSING):
+        if "loss_scale_factor" not in fixed and scale_factor not in (None, MISSING):
             kwargs["loss_scale_factor"] = float(scale_factor)
         dp_size = float(batch_info.get("dp_size") or 1)
         tokens, sequences = batch_info.get("batch_num_tokens"), batch_info.get("global_batch_size")
@@ -120,7 +134,7 @@ def verl_policy_loss(name: str, hyperparameters: Mapping[str, Any] | None = None
         if dp_size > 1 and batch_info.get(needed) is None:  # local counts would scale the loss by dp_size wrongly
             raise ValueError(f"{PREFIX}{name}: config.global_batch_info has dp_size {dp_size:g} but no {needed}; "
                              f"verl's agg_loss needs the global count there too")
-        with _rank_local_selection():
+        with rank_local_selection():
             loss, metrics = instance(kwargs).policy_loss(
                 log_prob, old_log_prob, advantages, response_mask,
                 global_token_count=None if tokens is None else float(tokens),
@@ -144,7 +158,8 @@ def register_verl_policy_losses(names: list[str] | None = None, prefix: str = PR
     """Register covgym's losses (default: every registered algorithm) in verl as ``<prefix><name>``.
 
     Args:
-        names: covgym algorithm names to register (default: ``covgym.algorithms.names()``, covgym-only ones too).
+        names: covgym algorithm names or ``+``-joined compositions to register (default:
+            ``covgym.algorithms.names()``, covgym-only ones too), e.g. ``["grpo+clip_cov+covariance_kernel"]``.
         prefix: prepended to each name in verl's registry (so covgym's ``clip_cov`` never replaces verl's).
         hyperparameters: per covgym name, fixed hyperparameters that override verl's config.
         seed: seed of Clip-Cov's token-choice generator (offset by the rank).
@@ -153,27 +168,22 @@ def register_verl_policy_losses(names: list[str] | None = None, prefix: str = PR
         The names registered in verl, sorted.
     Raises:
         ImportError: verl is not importable (the message says how to install it).
+        NotImplementedError: a name has a control verl's calls cannot carry (``covgym.adapters.verl_support``);
+            nothing is registered then.
     """
-    core_algos = _core_algos()
+    registry = core_algos()
     chosen = algorithms.names() if names is None else list(names)
     overrides = dict(hyperparameters or {})
     unknown = sorted(set(overrides) - set(chosen))
     if unknown:
         raise ValueError(f"hyperparameters given for algorithm(s) not being registered: {', '.join(unknown)}")
-    form = _detect_return_form(core_algos) if return_form == "auto" else return_form
-    registered = []
-    for name in chosen:
-        function = verl_policy_loss(name, overrides.get(name), seed=seed, return_form=form)
-        core_algos.register_policy_loss(prefix + name)(function)
-        registered.append(prefix + name)
-    return sorted(registered)
-
-
-def _core_algos() -> Any:
-    try:
-        return importlib.import_module(CORE_ALGOS)
-    except ImportError as error:
-        raise ImportError(f"covgym.adapters.verl needs verl ({error}); {INSTALL_HINT}") from None
+    form = _detect_return_form(registry) if return_form == "auto" else return_form
+    # every function is built (and checked) before any is registered: a refused name leaves verl's registry as it was
+    functions = {prefix + name: verl_policy_loss(name, overrides.get(name), seed=seed, return_form=form)
+                 for name in chosen}
+    for registered_name, function in functions.items():
+        registry.register_policy_loss(registered_name)(function)
+    return sorted(functions)
 
 
 def _detect_return_form(core_algos: Any) -> str:
@@ -185,32 +195,6 @@ def _detect_return_form(core_algos: Any) -> str:
     return "tuple" if annotation.count("Tensor") >= 4 and "dict" not in annotation.lower() else "dict"
 
 
-def _lookup(config: Any, name: str) -> Any:
-    """``config.<name>`` or ``config[name]`` (dataclass, OmegaConf or dict alike); ``_MISSING`` when absent."""
-    if config is None:
-        return _MISSING
-    value = getattr(config, name, _MISSING)
-    if value is _MISSING and callable(getattr(config, "get", None)):
-        try:
-            value = config.get(name, _MISSING)
-        except Exception:  # noqa: BLE001 - a strict config that refuses unknown keys means "absent"
-            value = _MISSING
-    return value
-
-
-def _from_config(config: Any, fields: set[str]) -> dict[str, Any]:
-    """The covgym hyperparameters verl's config sets (``policy_loss.<f>`` before ``<f>``), unset ones left out."""
-    policy_config = _lookup(config, "policy_loss")
-    found = {}
-    for field in sorted(fields):
-        for source in (policy_config, config):
-            value = _lookup(source, field) if source is not _MISSING else _MISSING
-            if value is not _MISSING and value is not None:
-                found[field] = value
-                break
-    return found
-
-
 def _verl_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """verl's metric names for what it knows, ``actor/covgym/<name>`` for covgym's own statistics."""
     renamed = {"actor/pg_clipfrac": metrics["clip_frac"], "actor/ppo_kl": metrics["approx_kl"],
@@ -219,32 +203,6 @@ def _verl_metrics(metrics: dict[str, float]) -> dict[str, float]:
         if key not in ("clip_frac", "approx_kl", "clip_frac_lower", "pg_loss", "loss"):
             renamed[f"actor/covgym/{key}"] = value
     return renamed
-
-
-def _process_rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-@contextmanager
-def _rank_local_selection() -> Iterator[None]:
-    """Make covgym's loss-side collectives (token counts, covariance means, top-k gathers) local to this rank.
-
-    Inside verl, torch.distributed spans all workers, but the losses are called per micro-batch and ranks need not
-    call them equally often, so a collective there could hang; the selection is per micro-batch, as in verl.
-    """
-    from covgym.algorithms import distributed
-
-    if distributed.world_size() == 1:
-        yield
-        return
-    original = distributed.world_size
-    distributed.world_size = lambda: 1
-    try:
-        yield
-    finally:
-        distributed.world_size = original
 
 
 # ---------------------------------------------------------------------------------------------- rewards and data
@@ -317,5 +275,6 @@ def write_verl_dataset(path: str | Path, env_id: str = "covgym/Arithmetic-v0", n
     return path
 
 
-__all__ = ["PREFIX", "compute_score", "register_verl_policy_losses", "verl_policy_loss", "verl_rows",
+__all__ = ["CORE_ALGOS", "INSTALL_HINT", "PREFIX", "compute_score", "register_verl_advantage_estimators",
+           "register_verl_policy_losses", "verl_advantage_estimator", "verl_policy_loss", "verl_rows",
            "write_verl_dataset"]
