@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 from verl_standin import install, make_core_algos
 
 ESTIMATORS = algorithms.part_names("estimator")

@@ -34,7 +34,7 @@ from torch import Tensor
 import covgym.algorithms as algorithms
 from covgym.adapters.verl_common import PREFIX, core_algos, from_config, rank_local_selection
 from covgym.adapters.verl_support import check_estimator_support
-from covgym.batch import RolloutBatch
+from covgym.core.batch import RolloutBatch
 
 #: verl config keys an estimator must not read although it has a field of that name: verl's
 #: ``norm_adv_by_std_in_grpo`` defaults to True, and Dr. GRPO is defined by leaving it off.
