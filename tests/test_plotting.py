@@ -288,6 +288,35 @@ def test_palette_is_fixed_for_built_in_methods_and_stable_for_others():
     assert outputs.pop().split() == [method_color("my_method"), method_color("other")] != ["#b0b0b0"] * 2
 
 
+def _rgb_distance(a: str, b: str) -> float:
+    """Reference: Euclidean distance of two ``#rrggbb`` colours in 0–255 RGB, from matplotlib's parser."""
+    from matplotlib.colors import to_rgb
+
+    return float(np.linalg.norm((np.array(to_rgb(a)) - np.array(to_rgb(b))) * 255))
+
+
+def test_every_built_in_method_in_a_sweep_is_told_apart_from_every_other():
+    from covgym.benchmark.mechanism import MECHANISM_METHODS
+    from covgym.benchmark.palette import CONTEXT_GREY, MIN_DISTANCE, METHOD_COLORS
+    import covgym.algorithms as algorithms
+
+    assert set(MECHANISM_METHODS) | set(algorithms.names()) <= set(METHOD_COLORS)
+    colours = [*METHOD_COLORS.values(), CONTEXT_GREY]
+    closest = min(_rgb_distance(a, b) for i, a in enumerate(colours) for b in colours[i + 1:])
+    assert closest >= MIN_DISTANCE
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_+.0123456789", min_size=1, max_size=24))
+def test_a_users_method_never_takes_a_colour_like_a_built_in_one(name):
+    from covgym.benchmark.palette import CONTEXT_GREY, MIN_DISTANCE, METHOD_COLORS, canonical_method, method_color
+
+    if canonical_method(name) in METHOD_COLORS:
+        return
+    colour = method_color(name)
+    assert min(_rgb_distance(colour, other) for other in [*METHOD_COLORS.values(), CONTEXT_GREY]) >= MIN_DISTANCE - 1
+
+
 def _overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 

@@ -2,8 +2,8 @@
 
 A colour picked by a method's position in a list changes when the list does (clip_cov was orange in one figure
 and red in the next); here it is a function of the method's name alone. The built-in methods have fixed,
-distinct colours (GRPO, the baseline, is always black); any other name gets a colour from a hash of the name,
-the same in every process (Python's ``hash`` is salted per process, so it is not used).
+distinct colours (GRPO, the baseline, is always black); any other name gets a colour from a hash of the name, kept
+away from the fixed ones, the same in every process (Python's ``hash`` is salted per process, so it is not used).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 
-__all__ = ["BASELINE", "CONTEXT_GREY", "METHOD_COLORS", "canonical_method", "method_color"]
+__all__ = ["BASELINE", "CONTEXT_GREY", "METHOD_COLORS", "MIN_DISTANCE", "canonical_method", "method_color"]
 
 BASELINE = "grpo"
 #: Drawn behind a highlighted method (other methods, the baseline in small multiples).
@@ -32,7 +32,21 @@ METHOD_COLORS: dict[str, str] = {
     "ppo": "#bcbd22",
     "clip_higher": "#f4a6a6",
     "entrocraft": "#5c3c92",
+    "passk": "#f3c300",
+    "opefo": "#a1caf1",
+    "covariance_kernel": "#0b3d91",
+    "htpo": "#b3446c",
+    "rloo": "#008856",
+    "dr_grpo": "#654522",
+    "gpg": "#ff1493",
+    "reinforce_pp": "#2b3d26",
+    "quantile_baseline": "#ddcc77",
+    "gspo": "#00a087",
+    "cispo": "#8db600",
 }
+#: A name-derived colour stays at least this far (Euclidean, 0–255 RGB) from every fixed colour and the context grey,
+#: so a user's method never looks like a built-in one drawn beside it.
+MIN_DISTANCE = 50.0
 
 
 def canonical_method(label: str) -> str:
@@ -47,14 +61,32 @@ def canonical_method(label: str) -> str:
 def method_color(label: str) -> str:
     """A method's colour as ``#rrggbb``: the fixed one of a built-in method, else one derived from the name.
 
-    Hash-derived colours avoid grey and near-white (they must stand out from ``CONTEXT_GREY`` and the page).
+    A derived colour starts at a hue drawn from the name's hash and steps round the colour wheel until it is
+    ``MIN_DISTANCE`` away from every fixed colour and from ``CONTEXT_GREY``; saturation and value keep it away
+    from grey and near-white.
     """
     key = canonical_method(label)
     if key in METHOD_COLORS:
         return METHOD_COLORS[key]
     digest = hashlib.sha256(key.encode()).digest()
     hue = digest[0] / 256 + digest[1] / 65536
-    saturation = 0.55 + 0.4 * digest[2] / 255
+    saturation = 0.6 + 0.35 * digest[2] / 255
     value = 0.55 + 0.3 * digest[3] / 255
-    red, green, blue = colorsys.hsv_to_rgb(hue, saturation, value)
-    return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (red, green, blue)))
+    taken = [_rgb(colour) for colour in (*METHOD_COLORS.values(), CONTEXT_GREY)]
+    best, best_distance = "", -1.0
+    for step in range(97):  # 97 steps of a prime fraction visit hues all round the wheel
+        rgb = tuple(round(255 * c) for c in colorsys.hsv_to_rgb((hue + step * 0.381966) % 1.0, saturation, value))
+        distance = min(_distance(rgb, other) for other in taken)
+        if distance > best_distance:
+            best, best_distance = "#{:02x}{:02x}{:02x}".format(*rgb), distance
+        if distance >= MIN_DISTANCE:
+            break
+    return best
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+def _distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
