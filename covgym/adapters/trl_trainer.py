@@ -35,6 +35,7 @@ from torch import Tensor
 from covgym import parallel, training_metrics
 from covgym.adapters.trl_batch import completion_columns, rollout_batch_from_trl
 from covgym.algorithms.base import AlgorithmCore
+from covgym.batch import RolloutBatch
 from covgym.dead_signal import signal_statistics
 from covgym.policy import Policy
 from covgym.trainer import derive_seed
@@ -164,6 +165,13 @@ class CovgymGRPOTrainer(GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         started = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
+        self.covgym_rollout(output, started)
+        return output
+
+    def covgym_rollout(self, output: dict[str, Any], started: float | None = None) -> RolloutBatch:
+        """Score TRL's generation batch ``output`` and put covgym's advantages ``[B, C]`` and rollout log-probs into
+        it (in place); keeps the step's rollout statistics. Needs the rewards of ``_calculate_rewards`` (every
+        process's, ``_last_rewards``). Returns the gathered ``RolloutBatch`` of all processes."""
         prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         loss_mask = completion_mask * output["tool_mask"] if "tool_mask" in output else completion_mask
@@ -203,11 +211,11 @@ class CovgymGRPOTrainer(GRPOTrainer):
         if self.filter_equal_groups:
             output["tool_mask"] = (loss_mask * completion_columns(batch.response_mask, gathered["prompt_ids"].size(1),
                                                                   width)[rows].to(loss_mask)).long()
-        self._rollout = {"started": started, "step": step,
+        self._rollout = {"started": time.perf_counter() if started is None else started, "step": step,
                          "metrics": training_metrics.merge_disjoint(
                              rollout_metrics, training_metrics.batch_statistics(batch, advantages))}
         self._updates, self._dynamics = [], {}
-        return output
+        return batch
 
     # ------------------------------------------------------------------ the loss
     def _compute_loss(self, model, inputs):
