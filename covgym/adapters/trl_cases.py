@@ -25,7 +25,7 @@ COMPOSITIONS: list[Case] = [
     ("rloo+kl_cov+entropy_target", {"kl_cov_ratio": 0.2, "ppo_kl_coef": 2.0, "entropy_target_value": 0.55,
                                     "entropy_target_gain_init": 5.0}, None),
     ("dr_grpo+clip_cov", {"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0}, None),
-    ("grpo+polarity_aware", {}, None),
+    ("grpo+polarity_aware", {"polarity_phase": 1.0}, None),
     ("passk+ppo_clip", {"passk_k": 2}, None),
     ("quantile_baseline+ppo_clip", {}, None),
     ("grpo+cispo", {}, None),
@@ -36,7 +36,7 @@ COMPOSITIONS: list[Case] = [
     ("grpo+entrocraft", {"entrocraft_lower_start": 0.0, "entrocraft_upper_start": 0.05}, None),
     ("grpo+entropy_schedule", {"entropy_schedule_start": 0.65, "entropy_schedule_end": 0.35}, None),
     ("grpo+high_entropy_tokens", {"top_entropy_quantile": 0.2}, None),
-    ("grpo+ppo_clip+htpo", {}, None),
+    ("grpo+ppo_clip+htpo", {"clip_entropy_ratio1": 1.0, "clip_entropy_ratio2": 1.0}, None),
     ("grpo+opefo", {}, None),
     ("grpo", {"use_kl_loss": True, "kl_loss_coef": 0.1}, None),
 ]
