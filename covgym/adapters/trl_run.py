@@ -239,6 +239,10 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
                                 seed=config.seed, filter_equal_groups=r.filter_equal_groups,
                                 entropy_dynamics_every=config.entropy_dynamics_every if config.entropy_dynamics else 0,
                                 on_record=on_record)
+    if not config.progress:  # TRL prints every log dict when its bar is off; covgym's metrics.jsonl has them
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
