@@ -164,6 +164,8 @@ class CovgymGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         started = time.perf_counter()
+        # sampling seeded per step and process, as covgym's trainer does (TRL seeds every process alike once)
+        torch.manual_seed(derive_seed(self.covgym_seed, self.covgym_step, "rollout") + self.accelerator.process_index)
         output = super()._generate_and_score_completions(inputs)
         self.covgym_rollout(output, started)
         return output
