@@ -9,8 +9,9 @@ before training is computed once (covgym's ``evaluate`` on the untrained model, 
 
 The table (mean and Student-t 95 % interval over seeds; the seed-paired KL-Cov − GRPO difference) comes from
 covgym's own summary code (``bench_summary.summarize_run``, ``aggregate``, ``paired_comparisons``). Run it single
-process with one thread, or data parallel: ``accelerate launch --num_processes 2 --cpu benchmarks/trl_mechanism.py
---tag accelerate2`` (gloo; set ``OMP_NUM_THREADS=1``).
+process with one thread, or data parallel on CPU: ``OMP_NUM_THREADS=1 accelerate launch --multi_gpu --num_processes 2
+--num_cpu_threads_per_process 1 benchmarks/trl_mechanism.py --tag accelerate2`` (on a machine without CUDA this
+starts 2 processes on gloo; accelerate 1.16's ``--cpu`` with ``--num_processes 2`` starts only one).
 
 Usage: ``python benchmarks/trl_mechanism.py [--seeds 0,1,2] [--steps 80] [--eval-problems 512] [--tag single]
 [--out-runs runs/trl-mechanism]``; writes benchmarks/results/trl_mechanism_<tag>.json.
