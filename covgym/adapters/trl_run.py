@@ -166,6 +166,10 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
     engine_path = run_dir / ENGINE_FILE
     if resume and not engine_path.exists():
         raise ValueError(f"{run_dir} was not trained with --engine trl; resume it without --engine trl")
+    if processes > 1:  # every process has checked the directory before the main one writes into it
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
     if main and overwrite:
         clear_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
