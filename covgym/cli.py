@@ -213,6 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch, one table
             _print_summary(result)
         return 0
+    if args.resume and (Path(args.resume) / "trl.json").exists():
+        raise UsageError(f"{args.resume} was trained with --engine trl; resume it with --engine trl")
     from covgym.trainer import Trainer
 
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)
