@@ -101,6 +101,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="clear the previous run in --run-dir first "
                                                                  "(without it or --resume, a non-empty run "
                                                                  "directory is refused)")
+    parser.add_argument("--engine", choices=("covgym", "trl"), default="covgym",
+                        help="training engine: covgym's own trainer, or TRL's GRPOTrainer running the same algorithm "
+                             "(optional extra covgym[trl]; docs/scaling.md); both write the same run directory")
     group = parser.add_argument_group("run")
     config_names = set()
     for section, f in _config_fields():
@@ -135,7 +138,7 @@ def config_from_args(args: argparse.Namespace):
         base["run_dir"] = given["resume"]  # where the run is now, should its directory have moved
         allowed = {key.split(".")[-1] for key in RESUMABLE_KEYS} - {"run_dir"}
         changed = {k for k in given if k not in ("resume", "command", "func", "config", "verbose", "plugin",
-                                                 "overwrite") and k not in allowed}
+                                                 "overwrite", "engine") and k not in allowed}
         if changed:
             raise UsageError(f"--resume continues a run with its own config; only {', '.join(sorted(allowed))} "
                              f"may be changed (got {', '.join(_flag(c) for c in sorted(changed))})")
@@ -199,6 +202,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     validate(config)  # bad values answer before torch and transformers load
+    if getattr(args, "engine", "covgym") == "trl":
+        from covgym.adapters.trl import require
+
+        require("trl")
+        from covgym.adapters.trl_run import train_with_trl
+
+        print(f"covgym: training {config.algo} on {config.env.env} through TRL", file=sys.stderr)
+        result = train_with_trl(config, resume=bool(args.resume), overwrite=args.overwrite)
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch, one table
+            _print_summary(result)
+        return 0
+    if args.resume and (Path(args.resume) / "trl.json").exists():
+        raise UsageError(f"{args.resume} was trained with --engine trl; resume it with --engine trl")
     from covgym.train.trainer import Trainer
 
     trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite)

@@ -10,6 +10,16 @@ The dataset has a ``prompt`` column (plain text, or a one-message conversation w
 plus ``answer`` and ``env_seed``; TRL hands those extra columns to the reward function, which re-creates each
 problem from its seed and grades with the env's own reward rule. Build both with the same ``env_kwargs`` and
 ``split``. TRL is an optional extra: ``pip install 'covgym[trl]'``.
+
+Any covgym algorithm inside TRL (``covgym train --engine trl``, or in Python):
+
+>>> from covgym.adapters.trl import CovgymGRPOTrainer, train_with_trl
+
+``CovgymGRPOTrainer`` (``covgym.adapters.trl_trainer``) is a ``GRPOTrainer`` whose advantages, per-token loss, step
+hook, checkpointed state and logged metrics are the covgym algorithm's; ``train_with_trl``
+(``covgym.adapters.trl_run``) runs a covgym ``TrainConfig`` through it into covgym's run directory. What works: every
+estimator, loss and control that needs no critic, a reference model (``use_kl_loss``), single-turn envs, data
+parallel ``accelerate launch``. Not yet: PPO/GAE (critic), multi-turn envs. docs/scaling.md has the table.
 """
 
 from __future__ import annotations
@@ -80,4 +90,17 @@ def reward_function(env_id: str = "covgym/Arithmetic-v0", env_kwargs: Mapping[st
     return EnvReward(env_id, env_kwargs, split)
 
 
-__all__ = ["INSTALL_HINT", "EnvReward", "prompt_dataset", "require", "reward_function"]
+__all__ = ["INSTALL_HINT", "CovgymGRPOTrainer", "EnvReward", "SUPPORTED_TRL", "grpo_config", "prompt_dataset",
+           "require", "reward_function", "train_with_trl"]
+
+
+_ENGINE = {"CovgymGRPOTrainer": "covgym.adapters.trl_trainer", "SUPPORTED_TRL": "covgym.adapters.trl_trainer",
+           "train_with_trl": "covgym.adapters.trl_run", "grpo_config": "covgym.adapters.trl_run"}
+
+
+def __getattr__(name: str) -> Any:
+    """The engine (``CovgymGRPOTrainer``, ``train_with_trl``) loads TRL, so it is imported on first use only."""
+    if name in _ENGINE:
+        require("trl")
+        return getattr(importlib.import_module(_ENGINE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
