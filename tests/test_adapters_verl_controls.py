@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.adapters.verl_support import ROLLOUT_ENTROPY, STEP_HOOK, TOKEN_ENTROPY
-from verl_standin import install, make_core_algos
+from verl_standin import builtin_part_names, install, make_core_algos
 
 #: compositions whose controls act inside verl's loss call (covariance_kernel: token weights from log-probs and
 #: advantages; entropy_bonus: verl's own actor.entropy_coeff)
@@ -114,7 +114,7 @@ VERDICTS = {"adaptive_entropy": STEP_HOOK, "covariance_kernel": None, "entrocraf
 
 
 def test_every_control_has_a_verdict():
-    assert sorted(VERDICTS) == algorithms.part_names("control")
+    assert sorted(VERDICTS) == builtin_part_names("control")
 
 
 @pytest.mark.parametrize("control", sorted(VERDICTS))

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.core.batch import RolloutBatch
-from verl_standin import install, make_core_algos
+from verl_standin import builtin_part_names, install, make_core_algos
 
-ESTIMATORS = algorithms.part_names("estimator")
+ESTIMATORS = builtin_part_names("estimator")
 OUTCOME = [name for name in ESTIMATORS if name != "gae"]
 PROMPT = 3  # prompt columns in front of the response in covgym's batch (verl's tensors are response-only)
 
@@ -91,7 +91,8 @@ def covgym_advantages(name, batch, **hyperparameters):
 # ---------------------------------------------------------------------------------------------- the stand-in
 def test_every_covgym_estimator_is_registered_under_a_prefix(fake_verl):
     registered = adapter.register_verl_advantage_estimators()
-    assert registered == sorted(f"covgym_{name}" for name in ESTIMATORS)
+    assert set(registered) >= {f"covgym_{name}" for name in ESTIMATORS}  # plugin parts of other tests go too
+    assert registered == sorted(f"covgym_{name}" for name in algorithms.part_names("estimator"))
     assert {"covgym_grpo", "covgym_rloo", "covgym_gpg", "covgym_passk", "covgym_quantile_baseline"} <= set(registered)
     for name in registered:
         assert callable(fake_verl.get_adv_estimator_fn(name))
@@ -190,7 +191,7 @@ def test_registering_again_replaces_covgyms_entry_but_not_anothers(fake_verl):
         adapter.register_verl_advantage_estimators(["rloo"])
 
 
-@pytest.mark.parametrize("control", algorithms.part_names("control"))
+@pytest.mark.parametrize("control", builtin_part_names("control"))
 def test_no_control_rides_on_verls_estimator_call(control):
     """Advantage-transforming controls read the rollout's entropies, which verl's call lacks; the others act in
     the loss. Either way registering ``grpo+<control>`` as an estimator is refused with the reason."""

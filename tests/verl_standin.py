@@ -58,3 +58,12 @@ def install(monkeypatch, core: types.ModuleType) -> types.ModuleType:
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "verl.trainer.ppo.core_algos", core)
     return core
+
+
+def builtin_part_names(kind: str) -> list[str]:
+    """covgym's own parts of ``kind``: other test files register plugin parts in the same process (a worker runs
+    several files), which a check of "every built-in part" must not count."""
+    import covgym.algorithms as algorithms
+
+    return [name for name in algorithms.part_names(kind)
+            if algorithms.part(name).__module__.startswith("covgym.algorithms.")]
