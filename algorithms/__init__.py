@@ -16,13 +16,13 @@ from covgym.algorithms import functional
 from covgym.algorithms.base import NEEDS, Algorithm, AlgorithmCore, hyperparameter
 from covgym.algorithms.composition import Composition, compose
 from covgym.algorithms.parts import ClipRange, Control, Estimator, Part, PolicyLoss
-from covgym.algorithms.registry import (get, hyperparameter_index, load_builtins, names, part, part_names,
-                                        preset_parts, register, register_preset, unread_hyperparameters)
+from covgym.algorithms.registry import (get, hyperparameter_index, load_builtins, names, part, part_names, preset_parts,
+                                        register, register_preset, unread_hyperparameters)
 
 load_builtins()
 
-from covgym.algorithms.presets import (GPG, GRPO, PPO, RLOO, ClipCov, ClipHigher, DrGRPO,  # noqa: E402
-                                       EntropyBonus, KLCov, ReinforcePP)
+from covgym.algorithms.presets import (GPG, GRPO, PPO, RLOO, ClipCov, ClipHigher, DrGRPO, EntropyBonus,  # noqa: E402
+                                       KLCov, ReinforcePP)
 
 #: covgym packages this package may import: algorithms see batches and token statistics, never envs, models or the
 #: trainer (checked by tests/test_layout.py).

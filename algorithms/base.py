@@ -19,10 +19,10 @@ from covgym.core.lazy import torch
 if TYPE_CHECKING:
     from torch import Tensor
 
-from covgym.core.batch import RolloutBatch
-from covgym.core.metrics import masked_mean, token_covariance
 from covgym.algorithms.functional import (LOSS_AGG_MODES, aggregate_loss, kl_penalty, ppo_clip_token_loss,
                                           selection_count)
+from covgym.core.batch import RolloutBatch
+from covgym.core.metrics import masked_mean, token_covariance
 
 #: What an algorithm (or one of its parts) can ask of the trainer. The trainer reads ``algorithm.needs`` and never
 #: probes for methods: ``critic`` (build a value model, fill ``batch.values``, call ``value_loss``),

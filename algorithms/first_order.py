@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.distributed import all_reduce_sum
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -15,12 +15,12 @@ from covgym.core.lazy import torch
 if TYPE_CHECKING:
     from torch import Tensor
 
-from covgym.core.metrics import masked_var
-from covgym.algorithms.advantages import (batch_whiten, broadcast_over_response, gae_advantages_and_returns,
-                                          group_mean, group_normalized_advantages,
-                                          reinforce_pp_baseline_advantages, rloo_advantages)
+from covgym.algorithms.advantages import (batch_whiten, broadcast_over_response, gae_advantages_and_returns, group_mean,
+                                          group_normalized_advantages, reinforce_pp_baseline_advantages,
+                                          rloo_advantages)
 from covgym.algorithms.token_selection import (choose_random, choose_top, covariance_terms, global_token_count,
                                                selection_count)
+from covgym.core.metrics import masked_var
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from covgym.models.policy import Policy, SamplingParams
-    from covgym.train.rollout import Episode, pack_episodes
     from covgym.models.tiny_model import ensure_tiny_model
+    from covgym.train.rollout import Episode, pack_episodes
 
     policy = Policy.from_pretrained(str(ensure_tiny_model(show_progress=False)), show_progress=False)
     prompts = [policy.encode_prompt(text) for text, _ in speed.step_prompts(1)]

@@ -69,9 +69,10 @@ def one_core_matmul_rate(size: int = 1024, repeats: int = 10) -> float:
 
 
 def testbed_config(run_dir: str, minibatch_by_group: bool, threads: int, mini_batches: int | None = None) -> Any:
+    import dataclasses
+
     from covgym.benchmark.mechanism import mechanism_spec
     from covgym.benchmark.sweep import run_dir_for
-    import dataclasses
 
     spec = mechanism_spec()
     env = spec.envs[0]

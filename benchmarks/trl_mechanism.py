@@ -45,11 +45,12 @@ def main() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
     from covgym.adapters.trl_run import train_with_trl
-    from covgym.benchmark.summary import add_evaluation_before, aggregate, paired_comparisons, read_records, summarize_run
-    from covgym.train.evaluation import EvalSpec, evaluate
     from covgym.benchmark.mechanism import mechanism_spec
+    from covgym.benchmark.summary import (add_evaluation_before, aggregate, paired_comparisons, read_records,
+                                          summarize_run)
     from covgym.models.policy import Policy, SamplingParams
     from covgym.models.threads import apply_threads
+    from covgym.train.evaluation import EvalSpec, evaluate
     from covgym.train.trainer import EVAL_SEED
 
     spec = mechanism_spec(methods=METHODS)

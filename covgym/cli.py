@@ -130,9 +130,8 @@ def config_from_args(args: argparse.Namespace):
 
     given = vars(args)
     if given.get("resume"):
-        from covgym.train.trainer import load_run_config
-
         from covgym.train.run_dir import RESUMABLE_KEYS, check_partial_config
+        from covgym.train.trainer import load_run_config
 
         base = load_run_config(given["resume"]).to_dict()
         base["run_dir"] = given["resume"]  # where the run is now, should its directory have moved
@@ -252,8 +251,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import gymnasium as gym  # noqa: F401
 
     from covgym.envs import is_registered, split_support_error, unknown_environment_message
-    from covgym.train.evaluation import EvalSpec, evaluate
     from covgym.models.policy import Policy, SamplingParams
+    from covgym.train.evaluation import EvalSpec, evaluate
 
     if not is_registered(args.env):
         raise UsageError(unknown_environment_message(args.env))

@@ -18,8 +18,8 @@ def demo_config(steps: int | None = None, run_dir: str = "runs/demo", seed: int 
 
 def run_demo(steps: int | None = None, run_dir: str = "runs/demo", seed: int = 0) -> None:
     from covgym.benchmark.plotting import plot_reward_entropy
-    from covgym.train.run_dir import is_taken
     from covgym.models.tiny_model import ensure_tiny_model
+    from covgym.train.run_dir import is_taken
     from covgym.train.trainer import Trainer
 
     started = time.perf_counter()

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from hypothesis import HealthCheck, Verbosity, given, seed as hypothesis_seed, settings
+from hypothesis import HealthCheck, Verbosity, given
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 

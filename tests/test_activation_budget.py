@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from covgym.models.activation_budget import choose_count, estimated_bytes, spread
-from covgym.train.config import ConfigError, ModelConfig, TrainConfig, validate
 from covgym.models.prefix_sharing import PrefixGroups
+from covgym.train.config import ConfigError, ModelConfig, TrainConfig, validate
 
 sizes = st.integers(0, 10**9)
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from verl_standin import install, make_core_algos
 
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.algorithms.functional import LOSS_AGG_MODES
-from verl_standin import install, make_core_algos
 
 B, T = 6, 9
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from verl_standin import builtin_part_names, install, make_core_algos
 
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.adapters.verl_support import ROLLOUT_ENTROPY, STEP_HOOK, TOKEN_ENTROPY
-from verl_standin import builtin_part_names, install, make_core_algos
 
 #: compositions whose controls act inside verl's loss call (covariance_kernel: token weights from log-probs and
 #: advantages; entropy_bonus: verl's own actor.entropy_coeff)

@@ -20,11 +20,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from verl_standin import builtin_part_names, install, make_core_algos
 
 import covgym.algorithms as algorithms
 from covgym.adapters import verl as adapter
 from covgym.core.batch import RolloutBatch
-from verl_standin import builtin_part_names, install, make_core_algos
 
 ESTIMATORS = builtin_part_names("estimator")
 OUTCOME = [name for name in ESTIMATORS if name != "gae"]

@@ -14,9 +14,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
-from covgym.measure import theory
 from covgym.algorithms import functional as F
 from covgym.core.batch import RolloutBatch
+from covgym.measure import theory
 from covgym.testing import check_algorithm
 
 SETTINGS = settings(deadline=None, max_examples=30)

@@ -9,14 +9,15 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as scipy_stats
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from covgym.benchmark import command
 from covgym.benchmark import sweep as bench
-from covgym.benchmark.sweep import BenchEnv, BenchSpec, run_dir_for
 from covgym.benchmark.summary import SummaryOptions, aggregate, spread, summarize_run
+from covgym.benchmark.sweep import BenchEnv, BenchSpec, run_dir_for
 from covgym.train.config import ConfigError
 
 

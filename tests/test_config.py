@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from covgym.train.config import (ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig,
-                           from_dict, load_file, validate)
+                                 from_dict, load_file, validate)
 
 # field -> (section or None, strategy of invalid values)
 INVALID = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 from covgym.models.dropout import disable_dropout
+from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 from covgym.train.trainer import Trainer
 
 

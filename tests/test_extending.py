@@ -13,17 +13,16 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 from test_advantages import make_batch
 from test_plugins import forget_plugins  # noqa: F401 - fixture
 
-import torch
-
 import covgym.algorithms as algorithms
-from covgym.envs import SingleTurnEnv
-from covgym.envs.testing import check_text_env
 import covgym.train.plugins as plugins
 from covgym import cli
+from covgym.envs import SingleTurnEnv
+from covgym.envs.testing import check_text_env
 from covgym.testing import check_algorithm
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"

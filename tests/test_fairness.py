@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from covgym.benchmark import sweep as bench
+from covgym.benchmark.fairness import differing_settings, unfair_comparison_note
 from covgym.benchmark.sweep import BenchEnv, BenchSpec
 from covgym.train.config import ConfigError
-from covgym.benchmark.fairness import differing_settings, unfair_comparison_note
 
 
 def _run(directory: Path, algo: str, lr: float, mini_batches: int, seed: int = 0) -> Path:

@@ -10,12 +10,12 @@ import gymnasium as gym
 import pytest
 
 import covgym  # noqa: F401  (registers the envs)
-from covgym.train import stepping
 from covgym.envs import verify_pool
 from covgym.envs.verify_pool import grading_deadline
-from covgym.models.policy import SamplingParams
-from covgym.train.rollout import pack_episodes, run_episodes
 from covgym.measure.training_metrics import rollout_statistics
+from covgym.models.policy import SamplingParams
+from covgym.train import stepping
+from covgym.train.rollout import pack_episodes, run_episodes
 
 DEADLINE_S = 2.5
 #: Thread scheduling and killing the late workers on a loaded 2-core machine.

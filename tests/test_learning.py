@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from covgym.train.config import ModelConfig
 from covgym.demo import demo_config
+from covgym.train.config import ModelConfig
 from covgym.train.trainer import Trainer
 
 

@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
-from covgym.core import metrics as covgym_metrics
 from covgym.algorithms import functional as F
+from covgym.core import metrics as covgym_metrics
 
 SETTINGS = settings(deadline=None, max_examples=40)
 SEEDS = st.integers(0, 2**31 - 1)

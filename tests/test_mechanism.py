@@ -65,8 +65,8 @@ def test_held_out_split_has_more_than_five_hundred_distinct_problems():
     mechanism suite grades EVAL_PROBLEMS distinct ones, so the held-out split must hold at least that many."""
     import itertools
 
-    from covgym.envs.base import Problem
     from covgym.benchmark.mechanism import EVAL_PROBLEMS
+    from covgym.envs.base import Problem
 
     env = gym.make("covgym/DigitSum-v0", split="test").unwrapped
     bans = [()] + [(d,) for d in range(1, 10)] + list(itertools.combinations(range(1, 10), 2))
@@ -143,8 +143,8 @@ def _metadata_of(prompt: str) -> dict:
 def test_mechanism_suite_in_a_tiny_configuration(tmp_path):
     """The real suite's code path, shrunk: a briefly warm-started digits model, 2 methods × 2 seeds × both tasks,
     two processes. summary.json must hold every field the issue names, for every run."""
-    from covgym.benchmark.sweep import BenchEnv, run_sweep
     from covgym.benchmark.mechanism import mechanism_spec
+    from covgym.benchmark.sweep import BenchEnv, run_sweep
     from covgym.models.tiny_model import DIGITS_MODEL_SPEC, ensure_tiny_model
 
     model = ensure_tiny_model(dataclasses.replace(DIGITS_MODEL_SPEC, sft_steps=40, hidden_size=32,

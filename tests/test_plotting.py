@@ -8,15 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.image import imread
 from scipy import stats
 
-from covgym.benchmark import plot_data
-
-from covgym.benchmark import plotting
+from covgym.benchmark import plot_data, plotting
 from covgym.cli import main
 
 ALL_FIGURES = {"entropy_reward.png", "entropy_law.png", "entropy_change.png", "covariance.png", "polarity.png"}
@@ -296,9 +293,9 @@ def _rgb_distance(a: str, b: str) -> float:
 
 
 def test_every_built_in_method_in_a_sweep_is_told_apart_from_every_other():
-    from covgym.benchmark.mechanism import MECHANISM_METHODS
-    from covgym.benchmark.palette import CONTEXT_GREY, MIN_DISTANCE, METHOD_COLORS
     import covgym.algorithms as algorithms
+    from covgym.benchmark.mechanism import MECHANISM_METHODS
+    from covgym.benchmark.palette import CONTEXT_GREY, METHOD_COLORS, MIN_DISTANCE
 
     assert set(MECHANISM_METHODS) | set(algorithms.names()) <= set(METHOD_COLORS)
     colours = [*METHOD_COLORS.values(), CONTEXT_GREY]
@@ -309,7 +306,7 @@ def test_every_built_in_method_in_a_sweep_is_told_apart_from_every_other():
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_+.0123456789", min_size=1, max_size=24))
 def test_a_users_method_never_takes_a_colour_like_a_built_in_one(name):
-    from covgym.benchmark.palette import CONTEXT_GREY, MIN_DISTANCE, METHOD_COLORS, canonical_method, method_color
+    from covgym.benchmark.palette import CONTEXT_GREY, METHOD_COLORS, MIN_DISTANCE, canonical_method, method_color
 
     if canonical_method(name) in METHOD_COLORS:
         return

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from covgym.measure.power import (holm, minimum_detectable_effect, paired_t_power, paired_t_test, power_summary,
-                          seeds_needed)
+                                  seeds_needed)
 
 
 def simulated_power(effect: float, sd: float, n: int, alpha: float = 0.05, trials: int = 20000,

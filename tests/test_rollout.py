@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import covgym  # noqa: F401
-from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 from covgym.models.policy import SamplingParams
+from covgym.train.config import EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 from covgym.train.rollout import collect_rollout
 from covgym.train.trainer import Trainer
 

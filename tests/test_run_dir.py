@@ -10,7 +10,7 @@ import pytest
 from covgym.cli import main
 from covgym.train.config import TrainConfig
 from covgym.train.run_dir import (RunDirError, check_partial_config, check_run_dir, clear_run_dir, config_differences,
-                            is_taken)
+                                  is_taken)
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from covgym import cli
+from covgym.models.sources import resolve_model
 from covgym.train.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.train.interrupt import interrupt_note
-from covgym.models.sources import resolve_model
 from covgym.train.samples import SampleWriter, load_samples, spread_rows
 from covgym.train.show import show
 

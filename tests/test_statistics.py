@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from covgym.train.evaluation import pass_at_k, pass_at_k_curve
 from covgym.measure.statistics import law_comparison, mean_ci, paired_difference, windowed
+from covgym.train.evaluation import pass_at_k, pass_at_k_curve
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import covgym  # noqa: F401  (registers the envs)
-from covgym.train.evaluation import distinct_problem_seeds
 from covgym.models.threads import SMALL_MODEL_PARAMETERS, apply_threads, auto_threads, limited_threads
+from covgym.train.evaluation import distinct_problem_seeds
 from covgym.train.trainer import minibatch_rows
 
 

@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import covgym.algorithms as algorithms
-from covgym.measure import theory
 from covgym.core.metrics import predicted_entropy_change
+from covgym.measure import theory
 
 SETTINGS = settings(deadline=None, max_examples=60)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.distributed import all_reduce_sum
 from covgym.algorithms.parts import Control
 from covgym.algorithms.registry import register
 from covgym.algorithms.token_selection import covariance_terms
+from covgym.core.lazy import torch
 from covgym.core.metrics import masked_mean
 
 if TYPE_CHECKING:

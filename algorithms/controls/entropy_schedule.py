@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.first_order import linear_schedule, rollout_entropy, unit_step_entropy_change
 from covgym.algorithms.parts import ScheduledControl
 from covgym.algorithms.registry import register
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

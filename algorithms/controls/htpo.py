@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.parts import Control
 from covgym.algorithms.registry import register
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.distributed import all_reduce_sum
 from covgym.algorithms.first_order import unit_step_entropy_change
 from covgym.algorithms.parts import Control
 from covgym.algorithms.registry import register
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

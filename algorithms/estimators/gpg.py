@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.distributed import all_reduce_sum
 from covgym.algorithms.functional import broadcast_over_response, group_mean
 from covgym.algorithms.parts import Estimator
 from covgym.algorithms.registry import register
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

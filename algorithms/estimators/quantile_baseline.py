@@ -6,12 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from covgym.core.lazy import torch
-
 from covgym.algorithms.base import hyperparameter
 from covgym.algorithms.functional import broadcast_over_response
 from covgym.algorithms.parts import Estimator
 from covgym.algorithms.registry import register
+from covgym.core.lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor

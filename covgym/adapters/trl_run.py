@@ -24,11 +24,11 @@ from typing import Any, Mapping, Sequence
 
 from covgym.adapters.common import completion_text
 from covgym.adapters.trl import EnvReward, prompt_dataset
+from covgym.models.policy import Policy, SamplingParams
 from covgym.train.checkpoint import atomic_write
 from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainConfig, validate
 from covgym.train.dead_signal import DeadSignalMonitor
 from covgym.train.evaluation import EvalSpec, evaluate, make_eval_envs
-from covgym.models.policy import Policy, SamplingParams
 from covgym.train.run_dir import check_run_dir, clear_run_dir
 from covgym.train.trainer import EVAL_SEED, TrainResult, resolve_config, resolve_device
 

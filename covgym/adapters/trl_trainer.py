@@ -32,14 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from covgym.distributed import parallel
-
-from covgym.measure import training_metrics
 from covgym.adapters.trl_batch import completion_columns, rollout_batch_from_trl
 from covgym.algorithms.base import AlgorithmCore
 from covgym.core.batch import RolloutBatch
-from covgym.train.dead_signal import signal_statistics
+from covgym.distributed import parallel
+from covgym.measure import training_metrics
 from covgym.models.policy import Policy
+from covgym.train.dead_signal import signal_statistics
 from covgym.train.trainer import derive_seed
 
 #: TRL releases whose private GRPO hooks this module overrides (``_generate_and_score_completions``,

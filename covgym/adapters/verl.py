@@ -64,8 +64,8 @@ from torch import Tensor
 
 import covgym.algorithms as algorithms
 from covgym.adapters.common import EnvGrader, make_single_turn_env, problem_seeds, prompt_rows
-from covgym.adapters.verl_common import (CORE_ALGOS, INSTALL_HINT, MISSING, PREFIX, core_algos, from_config,
-                                         lookup, process_rank, rank_local_selection)
+from covgym.adapters.verl_common import (CORE_ALGOS, INSTALL_HINT, MISSING, PREFIX, core_algos, from_config, lookup,
+                                         process_rank, rank_local_selection)
 from covgym.adapters.verl_estimators import register_verl_advantage_estimators, verl_advantage_estimator
 from covgym.adapters.verl_support import check_policy_loss_support
 

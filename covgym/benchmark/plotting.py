@@ -20,9 +20,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from covgym.core.metrics import fit_entropy_law
 from covgym.benchmark.palette import BASELINE, CONTEXT_GREY, canonical_method, method_color
 from covgym.benchmark.plot_data import Method, Run, Series, centred_mean, group_runs, load_run, smoothing_half_width
+from covgym.core.metrics import fit_entropy_law
 
 __all__ = ["FIGURES", "FORMATS", "MAX_OVERLAY", "Run", "load_run", "plot_runs", "plot_reward_entropy"]
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-
 METRICS = ("final_reward", "accuracy_before", "accuracy", "pass_at_max_before", "pass_at_max", "initial_entropy",
            "final_entropy", "entropy_ratio", "entropy_auc", "entropy_below_step", "distinct_correct_before",
            "distinct_correct", "law_a", "law_b", "law_r2", "law_r2_linear", "law_forecast_r2",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from covgym.benchmark.summary import (SummaryOptions, add_evaluation_before, aggregate, markdown_table,
-                                  paired_comparisons, read_records, summarize_run)
+                                      paired_comparisons, read_records, summarize_run)
 from covgym.train.config import ConfigError, EnvConfig, ModelConfig, OptimConfig, RolloutConfig, TrainConfig
 
 RUN_RECORD = "bench_run.json"  # per run: status, accumulated wall time, held-out accuracy before training

@@ -7,11 +7,11 @@ probabilities are never all in memory at once.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-import math
-
 import numpy as np
+
 from covgym.core.lazy import torch
 
 if TYPE_CHECKING:

@@ -97,8 +97,7 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
 
     A collective: every rank must call it.
     """
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=options)
@@ -109,8 +108,7 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
 def load_full_state(model: nn.Module, model_state: dict[str, Any], optimizer: torch.optim.Optimizer | None = None,
                     optimizer_state: dict[str, Any] | None = None) -> None:
     """Load unsharded state dicts (every rank read the same checkpoint) into the sharded model and optimizer."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_state, options=options)

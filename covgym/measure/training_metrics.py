@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from covgym.core.batch import RolloutBatch
-from covgym.measure.entropy_dynamics import (covariance_stats, entropy_change_stats, entropy_stats, polarity_stats,
-                                     response_level_covariance, sequence_mean)
 from covgym.core.metrics import masked_mean
+from covgym.measure.entropy_dynamics import (covariance_stats, entropy_change_stats, entropy_stats, polarity_stats,
+                                             response_level_covariance, sequence_mean)
 
 MAX_MEASURED_POSITIONS = 512
 

@@ -21,18 +21,17 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from covgym.core.metrics import log_probs_and_entropy
 from covgym.models.activation_budget import DEFAULT_ACTIVATION_BUDGET_MB, ActivationBudget, Plan
 from covgym.models.attention import grouped_heads_without_copies
 from covgym.models.cpu_features import has_bf16_instructions
 from covgym.models.dropout import disable_dropout
 from covgym.models.head_stats import head_token_stats
-from covgym.core.metrics import log_probs_and_entropy
-from covgym.models.sources import resolve_model
 from covgym.models.packing import PackedBatch, pack, packing_is_exact
 from covgym.models.prefix_sharing import (PrefixGroups, cache_keyword, group_prefixes, leading_prefix_lengths, left_pad,
-                                   output_cache,
-                                   positions_from_mask, prefill, shared_positions, shared_prefix_hidden,
-                                   supports_sharing)
+                                          output_cache, positions_from_mask, prefill, shared_positions,
+                                          shared_prefix_hidden, supports_sharing)
+from covgym.models.sources import resolve_model
 
 logger = logging.getLogger(__name__)
 

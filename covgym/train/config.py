@@ -241,7 +241,8 @@ def _check(condition: bool, name: str, message: str) -> None:
 
 def validate(config: TrainConfig) -> None:
     """Reject invalid values and inconsistent combinations before any work starts."""
-    from covgym.algorithms import get as get_algorithm, unread_hyperparameters
+    from covgym.algorithms import get as get_algorithm
+    from covgym.algorithms import unread_hyperparameters
     from covgym.envs import is_registered, split_support_error, unknown_environment_message
     from covgym.train.plugins import load_plugins
 

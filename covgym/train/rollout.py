@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import gymnasium as gym
 import torch
 
-from covgym.distributed import parallel
 from covgym.core.batch import RolloutBatch
+from covgym.distributed import parallel
 from covgym.models.policy import Policy, SamplingParams
 from covgym.train.stepping import settle, step_envs
 

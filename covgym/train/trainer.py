@@ -22,23 +22,22 @@ import torch
 
 import covgym.algorithms as algorithms
 from covgym.core.batch import RolloutBatch
+from covgym.core.metrics import masked_mean
+from covgym.distributed import parallel, sharding
+from covgym.envs import make_split_env
+from covgym.measure import training_metrics
+from covgym.models.policy import Policy, SamplingParams
+from covgym.models.threads import apply_threads
+from covgym.models.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
 from covgym.train.checkpoint import (atomic_write, list_checkpoints, load_latest_checkpoint, save_checkpoint,
                                      set_rng_state)
 from covgym.train.config import TrainConfig, from_dict, validate
 from covgym.train.dead_signal import DeadSignalMonitor, signal_statistics
-from covgym.train.run_dir import check_run_dir, clear_run_dir
-from covgym.envs import make_split_env
 from covgym.train.evaluation import EvalSpec, evaluate, make_eval_envs
-from covgym.models.threads import apply_threads
-from covgym.core.metrics import masked_mean
-from covgym.models.policy import Policy, SamplingParams
 from covgym.train.rollout import collect_rollout
+from covgym.train.run_dir import check_run_dir, clear_run_dir
 from covgym.train.samples import SampleWriter, episode_records, markdown, spread_rows
-from covgym.models.tiny_model import DIGITS_MODEL_ALIAS, TINY_MODEL_ALIAS
 from covgym.train.warmstart import is_warm_started
-from covgym.distributed import parallel
-from covgym.distributed import sharding
-from covgym.measure import training_metrics
 
 logger = logging.getLogger("covgym")
 

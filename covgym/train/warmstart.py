@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from covgym.models.tiny_model import (Segment, TinyModelSpec, build_tokenizer, build_untrained, cache_root,
-                               supervised_warm_start)
+                                      supervised_warm_start)
 
 _VERSION = 1  # bump when the recipe below changes, so old caches are not reused
 SPEC_FILE = "covgym_spec.json"
