@@ -13,7 +13,7 @@ module of those folders (``registry.load_builtins``), so a new part needs no edi
 """
 
 from covgym.algorithms import functional
-from covgym.algorithms.base import NEEDS, Algorithm, AlgorithmCore, hyperparameter
+from covgym.algorithms.base import NEEDS, SHARE_METRICS, Algorithm, AlgorithmCore, hyperparameter
 from covgym.algorithms.composition import Composition, compose
 from covgym.algorithms.parts import ClipRange, Control, Estimator, Part, PolicyLoss
 from covgym.algorithms.registry import (get, hyperparameter_index, load_builtins, names, part, part_names, preset_parts,
@@ -28,7 +28,7 @@ from covgym.algorithms.presets import (GPG, GRPO, PPO, RLOO, ClipCov, ClipHigher
 #: trainer (checked by tests/test_layout.py).
 MAY_IMPORT: tuple[str, ...] = ("covgym.core",)
 
-__all__ = ["GPG", "GRPO", "NEEDS", "PPO", "RLOO", "Algorithm", "AlgorithmCore", "ClipCov", "ClipHigher", "ClipRange",
+__all__ = ["GPG", "GRPO", "NEEDS", "PPO", "RLOO", "SHARE_METRICS", "Algorithm", "AlgorithmCore", "ClipCov", "ClipHigher", "ClipRange",
            "Composition", "Control", "DrGRPO", "EntropyBonus", "Estimator", "KLCov", "Part", "PolicyLoss",
            "ReinforcePP", "compose", "functional", "get", "hyperparameter", "hyperparameter_index", "load_builtins",
            "names", "part", "part_names", "preset_parts", "register", "register_preset", "unread_hyperparameters"]

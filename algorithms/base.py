@@ -35,6 +35,10 @@ NEEDS = ("critic", "reference_model", "off_policy_minibatches", "token_entropy",
 #: themselves (KL-Cov's paper setting for 7B models, k = 2e-3).
 METRIC_TOPK_RATIO = 2e-3
 
+#: Loss metrics that are one rank's *share* of the mini-batch's loss when ``policy_loss`` (or ``value_loss``) gets the
+#: global token/sequence counts (data parallel): summed over ranks, not averaged, they equal the 1-process value.
+SHARE_METRICS = frozenset({"pg_loss", "loss", "kl_loss", "value_loss"})
+
 
 def hyperparameter(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
     """A dataclass field carrying its help text (read by the CLI and the docs table)."""

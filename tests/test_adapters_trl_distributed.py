@@ -257,6 +257,9 @@ def test_two_processes_update_as_one(case, random_model_dir, tmp_path):
     assert found["ranks_disagree"] == 0.0
     assert all(found[key] <= TOLERANCE for key in ("loss", "grad", "advantages", "params")), report(case, found)
     assert all(states_close(r["state"], single["state"]) for r in ranks), (single["state"], ranks[0]["state"])
+    for key in ("pg_loss", "loss"):  # the logged loss is a process's share of the mini-batch's: summed, as 1 process
+        logged = [(record[key], want[key]) for record, want in zip(ranks[0]["records"], single["records"])]
+        assert logged and all(abs(got - want) <= 1e-5 for got, want in logged), (key, logged)
     if "entropy_target" in case:  # the control acted: it scaled the contracting tokens, with a state it adapted
         scales = [record["entropy_target_scale"] for record in single["records"]]
         assert any(0.0 < scale < 1.0 for scale in scales), scales

@@ -44,20 +44,22 @@ def fixed_global_batch(policy):
     return score_batch(policy, batch)
 
 
-def run_update(model_dir: str, algo: str, run_dir: str, rank: int, world: int) -> dict[str, torch.Tensor]:
+def run_update(model_dir: str, algo: str, run_dir: str, rank: int, world: int
+               ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The parameters after one update on this rank's shard of the fixed batch, and the update's metrics."""
     from covgym.train.trainer import Trainer
 
     torch.manual_seed(0)
     trainer = Trainer(make_config(model_dir, algo, run_dir))
     batch = fixed_global_batch(trainer.policy)
     shard = batch.batch_size // world
-    trainer.update(batch.select(list(range(rank * shard, (rank + 1) * shard))), step=1)
-    return {name: p.detach().clone() for name, p in trainer.policy.model.named_parameters()}
+    metrics = trainer.update(batch.select(list(range(rank * shard, (rank + 1) * shard))), step=1)
+    return {name: p.detach().clone() for name, p in trainer.policy.model.named_parameters()}, metrics
 
 
 def _worker(rank: int, world: int, model_dir: str, algo: str, out: str) -> None:
-    parameters = run_update(model_dir, algo, out + "/run", rank, world)
-    torch.save(parameters, f"{out}/rank{rank}.pt")
+    parameters, metrics = run_update(model_dir, algo, out + "/run", rank, world)
+    torch.save((parameters, metrics), f"{out}/rank{rank}.pt")
 
 
 @pytest.mark.slow
@@ -67,18 +69,21 @@ def test_two_gloo_processes_match_one(algo, random_model_dir, tmp_path):
 
     if algo not in algorithms.names():
         pytest.skip(f"{algo} not registered")
-    single = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
+    single, single_metrics = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
     run_ranks(_worker, (str(random_model_dir), algo, str(tmp_path)), tmp_path)
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    (rank0, metrics0), (rank1, metrics1) = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for name, want in single.items():
         assert torch.allclose(rank0[name], rank1[name], atol=0, rtol=0), f"ranks disagree on {name}"
         difference = float((rank0[name] - want).abs().max())
         assert difference < 2e-5, f"{algo}: {name} differs from 1 process by {difference}"
+    assert metrics0 == metrics1  # every rank logs the same record
+    for key in ("pg_loss", "loss"):  # a rank's loss is its share of the mini-batch's: summed, not averaged
+        assert abs(metrics0[key] - single_metrics[key]) < 1e-5, (key, metrics0[key], single_metrics[key])
 
 
 def test_the_update_changes_parameters_so_the_comparison_means_something(random_model_dir, tmp_path):
     from covgym.models.policy import Policy
 
     before = dict(Policy.from_pretrained(str(random_model_dir), show_progress=False).model.named_parameters())
-    after = run_update(str(random_model_dir), "grpo", str(tmp_path / "r"), 0, 1)
+    after, _ = run_update(str(random_model_dir), "grpo", str(tmp_path / "r"), 0, 1)
     assert any(not torch.allclose(before[n].detach(), after[n]) for n in after)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from covgym.adapters.trl_batch import completion_columns, rollout_batch_from_trl
-from covgym.algorithms.base import AlgorithmCore
+from covgym.algorithms.base import SHARE_METRICS, AlgorithmCore
 from covgym.core.batch import RolloutBatch
 from covgym.distributed import parallel
 from covgym.measure import training_metrics
@@ -292,7 +292,7 @@ class CovgymGRPOTrainer(GRPOTrainer):
         collected = self._updates
         averaged = {key: float(np.mean([m[key] for m in collected if key in m]))
                     for key in sorted({k for m in collected for k in m})}
-        averaged = parallel.mean_metrics(averaged)
+        averaged = parallel.mean_metrics(averaged, summed=SHARE_METRICS)
         dynamics = parallel.mean_metrics(dict(sorted(self._dynamics.items())))
         step = self._rollout.get("step", self.covgym_step - 1)
         step_metrics = {"step": step, "time_step_s": time.perf_counter() - self._rollout.get("started", 0.0),

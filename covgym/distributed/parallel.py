@@ -81,8 +81,9 @@ def sum_gradients(parameters: list[torch.nn.Parameter]) -> None:
         offset += count
 
 
-def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Average each metric over the ranks that report it (keys may differ between ranks)."""
+def mean_metrics(metrics: dict[str, float], summed: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Average each metric over the ranks that report it (keys may differ between ranks); sum those in ``summed``
+    (a rank's share of a total, such as a loss normalised by the global token count)."""
     if not is_distributed():
         return metrics
     gathered: list[dict[str, float] | None] = [None] * world_size()
@@ -91,7 +92,10 @@ def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
     averaged = {}
     for key in keys:
         values = [part[key] for part in gathered if part and key in part and part[key] is not None]
-        averaged[key] = sum(values) / len(values) if values else float("nan")
+        if not values:
+            averaged[key] = float("nan")
+        else:
+            averaged[key] = sum(values) if key in summed else sum(values) / len(values)
     return averaged
 
 

@@ -385,7 +385,8 @@ class Trainer:
         return batch.replace(response_mask=batch.response_mask * keep[:, None])
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
-        """``ppo_epochs`` passes of mini-batch updates; returns metrics averaged over the optimizer steps.
+        """``ppo_epochs`` passes of mini-batch updates; returns metrics averaged over the optimizer steps and the
+        ranks, the loss shares (``SHARE_METRICS``) summed over ranks, so they read as with one process.
 
         ``batch`` is this rank's shard (rows ``rank·B … (rank+1)·B`` of the global batch). Each pass draws one
         random order of the *global* prompt groups (or rows, see ``minibatch_rows``) and cuts it into
@@ -427,7 +428,8 @@ class Trainer:
                     for key in {k for m in collected for k in m}}
         averaged["skipped_updates"] = float(sum(m.get("skipped", 0.0) for m in collected))
         averaged.pop("skipped", None)
-        return training_metrics.merge_disjoint(batch_metrics, averaged, dynamics)
+        metrics = training_metrics.merge_disjoint(batch_metrics, averaged, dynamics)
+        return parallel.mean_metrics(metrics, summed=algorithms.SHARE_METRICS)  # the same on every rank
 
     def _optimizer_step(self, mini: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor | None,
                         on_policy: bool = False) -> dict[str, float]:
@@ -590,7 +592,6 @@ class Trainer:
         rollout_metrics = parallel.mean_metrics(rollout_metrics)
         timings = {**parallel.mean_metrics({k: v for k, v in timings.items() if k != "env_seeds"}),
                    "env_seeds": timings["env_seeds"]}
-        update_metrics = parallel.mean_metrics(update_metrics)
         step_metrics = {"step": step, "time_update_s": time_update, "time_step_s": elapsed,
                         "tokens_per_s": tokens / max(elapsed, 1e-9), "lr": self.scheduler.get_last_lr()[0],
                         "seed_rollout": derive_seed(self.config.seed, step, "rollout"),
