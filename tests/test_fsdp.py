@@ -37,7 +37,7 @@ def _fsdp_update(rank: int, world: int, model_dir: str, algo: str, out: str) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "kl_cov"])
 def test_fsdp_update_matches_one_process(algo, random_model_dir, tmp_path):
-    single = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
+    single, _ = run_update(str(random_model_dir), algo, str(tmp_path / "single"), 0, 1)
     run_ranks(_fsdp_update, (str(random_model_dir), algo, str(tmp_path)), tmp_path)
     rank0 = torch.load(tmp_path / "rank0.pt")
     assert set(rank0) >= set(single)
