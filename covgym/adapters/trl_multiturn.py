@@ -113,6 +113,7 @@ class EpisodeRollout:
         self.prompt_seeds = dict(prompt_seeds or {})
         self.envs: list[gym.Env] = []
         self.last_stats = RolloutStats()
+        self.last_output: dict[str, Any] = {}
         self.calls = 0
 
     def env_seeds(self, prompts: Sequence[Any], trainer: Any) -> list[int]:
@@ -160,7 +161,8 @@ class EpisodeRollout:
                     episode.prompt_ids:
                 raise ValueError(f"env_seed does not re-create the prompt {prompt!r} under {self.env_id} "
                                  f"{self.env_kwargs}: build the dataset and the rollout with the same env kwargs")
-        return episode_output(episodes)
+        self.last_output = episode_output(episodes)
+        return self.last_output
 
 
 def prompt_seed_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
