@@ -142,7 +142,16 @@ def test_env_tokens_get_no_loss_and_no_gradient(tmp_path):
         loss.backward()
         return loss.detach(), leaves[-1].grad
 
+    seen = {}
+    policy_loss = trainer.algorithm.policy_loss
+
+    def capture(log_probs, old, advantages, mask, **kwargs):
+        seen.update(mask=mask.detach().clone(), tokens=kwargs["global_token_count"])
+        return policy_loss(log_probs, old, advantages, mask, **kwargs)
+
+    trainer.algorithm.policy_loss = capture
     loss, grad = loss_with(None)
+    assert torch.equal(seen["mask"], mask.float()) and seen["tokens"] == float(mask.sum())  # env tokens: not counted
     assert grad[env_tokens].abs().max() == 0.0
     assert grad[mask.bool()].abs().max() > 0.0
     noise = torch.randn(env_tokens.shape, generator=torch.Generator().manual_seed(0)) * 3.0
