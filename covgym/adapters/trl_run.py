@@ -10,7 +10,8 @@ How covgym's settings map onto TRL's: one covgym step is one TRL generation cycl
 group_size`` completions, cut into ``mini_batches`` optimizer steps (``steps_per_generation``; one mini-batch per
 optimizer step, ``gradient_accumulation_steps=1``) for ``ppo_epochs`` passes (``num_iterations``); TRL cuts
 mini-batches from shuffled rows (covgym's ``--minibatch-by-group false``, recorded so in ``config.json``). What
-TRL cannot honour is refused with one line (``unsupported``).
+TRL cannot honour is refused with one line (``unsupported``). A multi-turn env is played by covgym's own rollout
+through TRL's ``rollout_func`` (``covgym.adapters.trl_multiturn``), its env replies masked out of the loss.
 """
 
 from __future__ import annotations

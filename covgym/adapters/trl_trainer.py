@@ -18,7 +18,9 @@ covgym supplies the learning rule, through four overrides of TRL's GRPO trainer:
   TRL checkpoint, restored on resume.
 
 The private methods overridden are TRL 1.16's; ``SUPPORTED_TRL`` pins the versions and importing this module under
-another one fails with one line. Algorithms that need a critic, and multi-turn environments, are refused.
+another one fails with one line. Algorithms that need a critic are refused. Multi-turn envs come in through TRL's
+``rollout_func`` (``covgym.adapters.trl_multiturn``): the rows' ``env_seed`` are kept for it (``covgym_env_seeds``),
+its ``env_mask`` (TRL's ``tool_mask``) takes env tokens out of the loss, and its ``turns`` are logged.
 """
 
 from __future__ import annotations
