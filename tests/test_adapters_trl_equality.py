@@ -89,7 +89,8 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_cli_refuses_what_trl_cannot_do(tmp_path):
     common = ["train", "--engine", "trl", "--model", "tiny", "--steps", "1", "--run-dir", str(tmp_path / "r")]
     for extra, expected in ((["--algo", "ppo"], "critic"), (["--autocast-bf16", "true"], "autocast-bf16"),
-                            (["--env", "covgym/Calculator-v0"], "SingleTurnEnv")):
+                            (["--max-total-tokens", "64"], "max-total-tokens"),
+                            (["--env", "covgym/Nope-v0"], "unknown environment")):
         result = _cli(*common, *extra)
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.startswith("covgym: error")]

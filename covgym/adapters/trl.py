@@ -19,7 +19,8 @@ Any covgym algorithm inside TRL (``covgym train --engine trl``, or in Python):
 hook, checkpointed state and logged metrics are the covgym algorithm's; ``train_with_trl``
 (``covgym.adapters.trl_run``) runs a covgym ``TrainConfig`` through it into covgym's run directory. What works: every
 estimator, loss and control that needs no critic, a reference model (``use_kl_loss``), single-turn envs, data
-parallel ``accelerate launch``. Not yet: PPO/GAE (critic), multi-turn envs. docs/scaling.md has the table.
+parallel ``accelerate launch``, multi-turn envs (``covgym.adapters.trl_multiturn``: covgym's episodes as TRL's
+``rollout_func``, env replies masked out of the loss). Not yet: PPO/GAE (critic). docs/scaling.md has the table.
 """
 
 from __future__ import annotations

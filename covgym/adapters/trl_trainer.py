@@ -18,7 +18,9 @@ covgym supplies the learning rule, through four overrides of TRL's GRPO trainer:
   TRL checkpoint, restored on resume.
 
 The private methods overridden are TRL 1.16's; ``SUPPORTED_TRL`` pins the versions and importing this module under
-another one fails with one line. Algorithms that need a critic, and multi-turn environments, are refused.
+another one fails with one line. Algorithms that need a critic are refused. Multi-turn envs come in through TRL's
+``rollout_func`` (``covgym.adapters.trl_multiturn``): the rows' ``env_seed`` are kept for it (``covgym_env_seeds``),
+its ``env_mask`` (TRL's ``tool_mask``) takes env tokens out of the loss, and its ``turns`` are logged.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class CovgymGRPOTrainer(GRPOTrainer):
         self._probe: tuple | None = None
         self._last_rewards: Tensor | None = None
         self._last_info: list[dict[str, Any]] | None = None
+        self.covgym_env_seeds: list[Any] | None = None
         self.add_callback(_StepBoundary(self))
 
     # ------------------------------------------------------------------ where one covgym step is
@@ -162,6 +165,8 @@ class CovgymGRPOTrainer(GRPOTrainer):
         return self.accelerator.gather(values)
 
     def _generate_and_score_completions(self, inputs):
+        # the rows' env seeds, for a rollout_func that plays covgym's episodes (covgym.adapters.trl_multiturn)
+        self.covgym_env_seeds = [row.get("env_seed") for row in inputs]
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         started = time.perf_counter()
@@ -200,6 +205,10 @@ class CovgymGRPOTrainer(GRPOTrainer):
         step = self.covgym_step
         rollout_metrics = {**training_metrics.rollout_statistics(batch),
                            **signal_statistics(batch.rewards, batch.group_ids)}
+        stats = getattr(self.rollout_func, "last_stats", None)  # covgym's episodes (trl_multiturn.EpisodeRollout)
+        if stats is not None:
+            rollout_metrics.update(turns=float(stats.turns), time_generate_s=stats.time_generate_s,
+                                   time_env_s=stats.time_env_s)
         if self.filter_equal_groups:
             keep = torch.tensor([float(batch.rewards[batch.group_ids == g].unique().numel() > 1)
                                  for g in batch.group_ids])
