@@ -94,9 +94,9 @@ def test_rollout_finds_seeds_from_the_table_and_refuses_a_wrong_seed(policy, row
 
 
 def test_env_tokens_get_no_loss_and_no_gradient(tmp_path):
-    import covgym.algorithms as algorithms
     from trl import GRPOConfig
 
+    import covgym.algorithms as algorithms
     from covgym.adapters.trl_trainer import CovgymGRPOTrainer
 
     policy = Policy.from_pretrained("tiny-digits", device="cpu", show_progress=False)
