@@ -28,7 +28,10 @@ demo: $(VENV)/.installed
 HYPOTHESIS_SEED ?= 0
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(PY) -c "from covgym.models.tiny_model import ensure_tiny_model; ensure_tiny_model()"  # once, not once per worker
+	# the two built-in models the tests use, built once (not once per worker) and side by side, one thread each
+	OMP_NUM_THREADS=1 $(PY) -c "from covgym.models.tiny_model import ensure_tiny_model; ensure_tiny_model()" & tiny=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -c "from covgym.models.tiny_model import DIGITS_MODEL_SPEC, ensure_tiny_model; \
+	ensure_tiny_model(DIGITS_MODEL_SPEC, show_progress=False)" & digits=$$!; wait $$tiny && wait $$digits
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 \
 		$(if $(filter random,$(HYPOTHESIS_SEED)),,--hypothesis-seed=$(HYPOTHESIS_SEED))
 
