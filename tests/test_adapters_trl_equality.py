@@ -18,7 +18,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("trl") is None,
                                  reason="TRL not installed (optional extra): pip install 'covgym[trl]'"),
@@ -149,6 +148,18 @@ def test_cli_trains_two_steps_through_trl_into_a_covgym_run_dir(tmp_path):
     checkpoint = run_dir / "trl" / "checkpoint-4"  # 2 steps × 2 mini-batches
     state = json.loads((checkpoint / "covgym_state.json").read_text())
     assert state["algorithm"]["entropy_target"]["step"] == 2  # end_of_step ran once per covgym step
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    train = [s for s in samples if s["split"] == "train"]
+    assert sorted({s["step"] for s in train}) == [1, 2] and len(train) == 8  # 4 prompts a step, one row each
+    assert len({(s["step"], s["group"]) for s in train}) == 8  # spread over distinct prompts
+    assert sorted({s["step"] for s in samples if s["split"] == "test"}) == [0, 2]  # before training, last step
+    for sample in train:  # TRL's left-padded rows read as covgym's: the prompt, then tokens the policy chose
+        assert sample["prompt"].strip() and "pad" not in sample["prompt"].lower()
+        assert sample["tokens"] and all(entropy is not None and entropy >= 0 for _, entropy in sample["tokens"])
+        assert sample["answer"] is not None and sample["reason"] != "" or sample["correct"]
+    shown = _cli("show", str(run_dir), "--split", "train", "--color", "never")
+    last = [s for s in train if s["step"] == 2]  # show prints the last stored step
+    assert shown.returncode == 0 and all(s["prompt"].strip().splitlines()[0] in shown.stdout for s in last)
     plot = _cli("plot", str(run_dir))
     assert plot.returncode == 0, plot.stderr[-2000:]
     evaluated = _cli("eval", "--model", str(run_dir / "final_model"), "--env", "covgym/Arithmetic-v0",

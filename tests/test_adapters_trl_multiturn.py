@@ -183,6 +183,12 @@ def test_cli_trains_a_multi_turn_env_through_trl(tmp_path):
     assert any(record["turns"] >= 2 for record in records)
     assert "eval_accuracy" in records[-1]
     assert json.loads((run_dir / "trl.json").read_text())["engine"] == "trl"
+    train = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    train = [s for s in train if s["split"] == "train"]
+    assert sorted({s["step"] for s in train}) == [1, 2]
+    for sample in train:  # the model's turns carry its entropy; the checker's replies are the env's (None)
+        assert sample["tokens"][0][1] is not None
+    assert any(entropy is None for s in train for _, entropy in s["tokens"])
     plot = _cli("plot", str(run_dir))
     assert plot.returncode == 0, plot.stderr[-2000:]
     evaluated = _cli("eval", "--model", str(run_dir / "final_model"), "--env", ENV, "--problems", "4",

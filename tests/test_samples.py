@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from covgym import cli
+from covgym.core.batch import RolloutBatch
 from covgym.models.sources import resolve_model
 from covgym.train.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.train.interrupt import interrupt_note
-from covgym.train.samples import SampleWriter, load_samples, spread_rows
+from covgym.train.samples import (SampleWriter, episode_records, load_samples,
+                                  spread_rows)
 from covgym.train.show import show
 
 SMALL = ["--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--progress", "false",
@@ -50,6 +51,33 @@ def test_dead_signal_warns_once_at_patience_and_names_the_causes():
     assert "covgym warmstart --plugin /home/me/reverse.py --env my/Reverse-v0" in plugged.update(dead)
     same = DeadSignalMonitor(patience=1)
     assert "too easy" in same.update({"zero_variance_group_ratio": 1.0, "all_zero_reward": 0.0, "reward_mean": 1.0})
+
+
+def test_episode_records_read_left_padded_rows_as_right_padded_ones():
+    """TRL pads prompts on the left; a record must not depend on where the padding sits."""
+    prompt, response, policy = [5, 6, 7], [8, 9, 3], [1.0, 0.0, 1.0]  # token 9: written by the env
+    entropy = [0.7, 0.0, 0.25]
+
+    def batch(left: int, right: int, prompt_lengths: bool) -> RolloutBatch:
+        width = left + len(prompt) + len(response) + right
+        pad = lambda values, fill: [fill] * left + values + [fill] * right  # noqa: E731
+        return RolloutBatch(
+            input_ids=torch.tensor([pad(prompt + response, 0)]),
+            attention_mask=torch.tensor([pad([1] * 6, 0)]),
+            response_mask=torch.tensor([pad([0.0] * 3 + policy, 0.0)]),
+            old_log_probs=torch.zeros(1, width), rewards=torch.tensor([1.0]), group_ids=torch.tensor([0]),
+            entropies=torch.tensor([pad([0.0] * 3 + entropy, 0.0)]),
+            prompt_lengths=torch.tensor([3]) if prompt_lengths else None,
+            info=[{"correct": True, "reason": "", "answer": "2"}])
+
+    def records(b: RolloutBatch) -> list[dict]:
+        return episode_records(b, lambda i: f"<{i}>", [0], step=1, split="train")
+
+    expected = records(batch(0, 2, prompt_lengths=True))
+    assert expected[0]["prompt"] == "<5><6><7>"
+    assert expected[0]["tokens"] == [["<8>", 0.7], ["<9>", None], ["<3>", 0.25]]
+    assert records(batch(3, 1, prompt_lengths=False)) == expected
+    assert records(batch(0, 0, prompt_lengths=False)) == expected
 
 
 def test_spread_rows_prefers_distinct_prompts():

@@ -2,8 +2,8 @@
 
 The run directory is the one covgym's own trainer writes (``config.json`` with the resolved config,
 ``metrics.jsonl`` with one record per step under covgym's metric names and the held-out evaluation ``eval_*`` of
-the final step, ``final_model/``), so ``covgym plot``, ``covgym eval`` and the benchmark summaries read it
-unchanged; ``trl/`` holds TRL's own checkpoints and ``trl.json`` the TRL version, the ``GRPOConfig`` used and the
+the final step, ``samples.jsonl`` with a few rollouts per step and held-out samples, ``final_model/``), so
+``covgym plot``, ``covgym show``, ``covgym eval`` and the benchmark summaries read it unchanged; ``trl/`` holds TRL's own checkpoints and ``trl.json`` the TRL version, the ``GRPOConfig`` used and the
 evaluation before training.
 
 How covgym's settings map onto TRL's: one covgym step is one TRL generation cycle of ``prompts_per_step ×
@@ -31,6 +31,7 @@ from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainCo
 from covgym.train.dead_signal import DeadSignalMonitor
 from covgym.train.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.train.run_dir import check_run_dir, clear_run_dir
+from covgym.train.samples import SampleWriter, episode_records, spread_rows
 from covgym.train.trainer import EVAL_SEED, TrainResult, resolve_config, resolve_device
 
 logger = logging.getLogger("covgym")
@@ -50,7 +51,7 @@ EPISODE_ONLY = {("rollout", "max_total_tokens"): "single-turn envs are generated
                                                  "(--max-new-tokens caps the response)"}
 _DEFAULTS = {"model": ModelConfig(), "optim": OptimConfig(), "rollout": RolloutConfig()}
 #: Reporting options the TRL engine does not produce; the written config records them as off.
-NOT_PRODUCED = {"samples_per_step": 0, "tensorboard": False}
+NOT_PRODUCED = {"tensorboard": False}
 ENGINE_FILE = "trl.json"
 
 
@@ -64,9 +65,14 @@ def unsupported(config: TrainConfig, episodes: bool = False) -> str | None:
     return None
 
 
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class GradingReward(EnvReward):
-    """``EnvReward`` that also keeps each completion's env ``info`` (``last_info``: whether it was correct), so the
-    step's accuracy is the env's own grade, not a threshold on the reward."""
+    """``EnvReward`` that also keeps each completion's env ``info`` (``last_info``: whether it was correct, the
+    grader's reason, the extracted and the reference answer), so the step's accuracy is the env's own grade, not a
+    threshold on the reward, and samples.jsonl shows why."""
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], env_seed: Sequence[int] | None = None,
                  answer: Sequence[str] | None = None, **unused: Any) -> list[float]:
@@ -78,7 +84,9 @@ class GradingReward(EnvReward):
             env.reset(seed=int(env_seed[index]))
             _, reward, _, _, info = env.step(completion_text(completion))
             rewards.append(float(reward))
-            infos.append({"correct": bool(info.get("correct", False))})
+            infos.append({"correct": bool(info.get("correct", False)), "reason": str(info.get("reason", "")),
+                          "extracted": _text_or_none(info.get("extracted")),
+                          "answer": _text_or_none(info.get("answer"))})
         self.last_info = infos
         return rewards
 
@@ -195,16 +203,26 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
                          seed=EVAL_SEED, max_turns=r.max_turns, max_total_tokens=r.max_total_tokens,
                          grading_deadline_s=r.grading_deadline_s)
     eval_envs: list = []
+    samples: SampleWriter | None = None  # samples.jsonl, main process only (made once the run is known)
 
-    def run_evaluation() -> dict[str, float]:
+    def store_samples(batch: Any, rows: list[int], step: int, split: str) -> None:
+        if samples is not None and rows:
+            samples.write(episode_records(batch, lambda i: policy.tokenizer.decode([i]), rows, step, split,
+                                          policy.decode))
+
+    def run_evaluation(step: int = 0) -> dict[str, float]:
         if config.eval_problems == 0:
             return {}
         if not eval_envs:
             eval_envs.extend(make_eval_envs(eval_spec, min(64, eval_spec.problems) * eval_spec.samples))
         was_training = policy.model.training
         policy.model.eval()
-        result = evaluate(policy, eval_spec, sampling, eval_envs)
+        first: list = []
+        result = evaluate(policy, eval_spec, sampling, eval_envs, first_batch_out=first if samples is not None else None)
         policy.model.train(was_training)
+        if first:  # each held-out problem's first sample, as covgym's trainer keeps them
+            store_samples(first[0], list(range(0, first[0].batch_size, eval_spec.samples))[:config.samples_per_step],
+                          step, "test")
         return result
 
     from transformers.trainer_utils import get_last_checkpoint
@@ -215,6 +233,8 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
     engine: dict[str, Any] = json.loads(engine_path.read_text()) if engine_path.exists() else {}
     if main:
         _write_json(run_dir / "config.json", config.to_dict())
+        if config.samples_per_step:
+            samples = SampleWriter(run_dir, config.samples_max_mb, start_step)
         if start_step == 0:
             engine["eval_before"] = dict(eval_before) if eval_before is not None else run_evaluation()
         import trl
@@ -230,7 +250,7 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
     def on_record(record: dict[str, Any]) -> None:
         step = record["step"]
         if main and ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
-            record.update({f"eval_{key}": value for key, value in run_evaluation().items()})
+            record.update({f"eval_{key}": value for key, value in run_evaluation(step).items()})
         history.append(record)
         if not main:
             return
@@ -240,6 +260,10 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
         clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
         metrics_file.write(json.dumps(clean, sort_keys=True) + "\n")
         metrics_file.flush()
+
+    def on_rollout(batch: Any, step: int) -> None:
+        if config.samples_per_step and step % config.samples_every == 0:
+            store_samples(batch, spread_rows(batch.group_ids.tolist(), config.samples_per_step), step, "train")
 
     rollout_func = None
     if episodes:  # covgym's own episodes, sampled with the model TRL trains; env replies masked out of the loss
@@ -258,7 +282,7 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
                                 processing_class=policy.tokenizer, algorithm=algorithm, policy=policy,
                                 seed=config.seed, filter_equal_groups=r.filter_equal_groups,
                                 entropy_dynamics_every=config.entropy_dynamics_every if config.entropy_dynamics else 0,
-                                on_record=on_record)
+                                on_record=on_record, on_rollout=on_rollout)
     if not config.progress:  # TRL prints every log dict when its bar is off; covgym's metrics.jsonl has them
         from transformers import PrinterCallback
 

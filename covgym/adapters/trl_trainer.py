@@ -93,12 +93,16 @@ class CovgymGRPOTrainer(GRPOTrainer):
         filter_equal_groups: mask out groups whose rewards are all equal (covgym's ``--filter-equal-groups``).
         entropy_dynamics_every: probe predicted vs actual ΔH on every N-th step (0: never).
         on_record: called on every process with each finished step record (covgym's metric names).
+        on_rollout: called on every process with each step's scored rollout (every process's rows, TRL's layout:
+            left-padded prompts) and its covgym step, before any group filter; ``covgym train --engine trl``
+            keeps a few of its rows in samples.jsonl.
         **kwargs: ``GRPOTrainer``'s (``model``, ``reward_funcs``, ``args``, ``train_dataset``, ...).
     """
 
     def __init__(self, *args: Any, algorithm: AlgorithmCore, policy: Policy, seed: int = 0,
                  filter_equal_groups: bool = False, entropy_dynamics_every: int = 1,
-                 on_record: Callable[[dict[str, Any]], None] | None = None, **kwargs: Any) -> None:
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 on_rollout: Callable[[RolloutBatch, int], None] | None = None, **kwargs: Any) -> None:
         reason = refusal(algorithm, algorithm.name or type(algorithm).__name__)
         if reason:
             raise ValueError(reason)
@@ -116,6 +120,7 @@ class CovgymGRPOTrainer(GRPOTrainer):
         self.filter_equal_groups = filter_equal_groups
         self.entropy_dynamics_every = entropy_dynamics_every
         self.on_record = on_record
+        self.on_rollout = on_rollout
         self.algorithm.set_generator(torch.Generator())
         self.updates_per_rollout = self.args.steps_per_generation * self.num_iterations
         self._rollout: dict[str, Any] = {}  # the current step's rollout statistics and timing
@@ -209,6 +214,8 @@ class CovgymGRPOTrainer(GRPOTrainer):
         if stats is not None:
             rollout_metrics.update(turns=float(stats.turns), time_generate_s=stats.time_generate_s,
                                    time_env_s=stats.time_env_s)
+        if self.on_rollout is not None:
+            self.on_rollout(batch, step)
         if self.filter_equal_groups:
             keep = torch.tensor([float(batch.rewards[batch.group_ids == g].unique().numel() > 1)
                                  for g in batch.group_ids])

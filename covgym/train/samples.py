@@ -36,14 +36,20 @@ def episode_records(batch: Any, decode_token: Any, rows: Iterable[int], step: in
     """One record per row of a scored ``RolloutBatch``.
 
     ``decode_token(id) -> str`` renders one token; ``decode(ids) -> str`` the prompt (default: joined tokens).
+    Rows may be padded on the left too (TRL's layout); without ``batch.prompt_lengths`` the prompt is what comes
+    before the first policy token.
     """
     records = []
     for row in rows:
-        prompt_length = int(batch.prompt_lengths[row]) if batch.prompt_lengths is not None else 0
-        length = int(batch.attention_mask[row].sum())
-        ids = batch.input_ids[row, :length].tolist()  # [T_row]
-        policy_token = batch.response_mask[row, :length].tolist()  # [T_row]
-        entropies = batch.entropies[row, :length].tolist()  # [T_row]
+        real = batch.attention_mask[row].nonzero().flatten()  # [T_row]: padding may sit on either side
+        ids = batch.input_ids[row, real].tolist()
+        policy_token = batch.response_mask[row, real].tolist()
+        entropies = batch.entropies[row, real].tolist()
+        length = len(ids)
+        if batch.prompt_lengths is not None:
+            prompt_length = int(batch.prompt_lengths[row])
+        else:  # the prompt ends where the policy first speaks
+            prompt_length = next((i for i, flag in enumerate(policy_token) if flag), length)
         tokens = [[decode_token(ids[i]), round(entropies[i], 4) if policy_token[i] else None]
                   for i in range(prompt_length, length)]
         info = batch.info[row] if batch.info else {}
