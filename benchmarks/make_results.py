@@ -469,7 +469,8 @@ def tiny_step_section(data: dict[str, Any] | None) -> str:
 def trl_section() -> str:
     """covgym's algorithms inside TRL: equal to covgym's trainer, and the mechanism through the TRL engine."""
     equality = _load("trl_equality.json")
-    runs = [(tag, _load(f"trl_mechanism_{tag}.json")) for tag in ("single", "accelerate2", "single_320", "accelerate2_320")]
+    tags = ("single", "accelerate2", "single_320", "accelerate2_320")
+    runs = [(tag, _load(f"trl_mechanism_{tag}.json")) for tag in tags]
     if equality is None and not any(data for _, data in runs):
         return ""
     lines = ["## covgym's algorithms inside TRL (`covgym train --engine trl`)", ""]

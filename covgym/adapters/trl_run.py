@@ -3,8 +3,9 @@
 The run directory is the one covgym's own trainer writes (``config.json`` with the resolved config,
 ``metrics.jsonl`` with one record per step under covgym's metric names and the held-out evaluation ``eval_*`` of
 the final step, ``samples.jsonl`` with a few rollouts per step and held-out samples, ``final_model/``), so
-``covgym plot``, ``covgym show``, ``covgym eval`` and the benchmark summaries read it unchanged; ``trl/`` holds TRL's own checkpoints and ``trl.json`` the TRL version, the ``GRPOConfig`` used and the
-evaluation before training.
+``covgym plot``, ``covgym show``, ``covgym eval`` and the benchmark summaries read it unchanged; ``trl/`` holds
+TRL's own checkpoints and ``trl.json`` the TRL version, the ``GRPOConfig`` used and the evaluation before
+training.
 
 How covgym's settings map onto TRL's: one covgym step is one TRL generation cycle of ``prompts_per_step ×
 group_size`` completions, cut into ``mini_batches`` optimizer steps (``steps_per_generation``; one mini-batch per
@@ -31,7 +32,7 @@ from covgym.train.config import ModelConfig, OptimConfig, RolloutConfig, TrainCo
 from covgym.train.dead_signal import DeadSignalMonitor
 from covgym.train.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.train.run_dir import check_run_dir, clear_run_dir
-from covgym.train.samples import SampleWriter, episode_records, spread_rows
+from covgym.train.samples import SampleWriter, episode_records, first_sample_rows, spread_rows
 from covgym.train.trainer import EVAL_SEED, TrainResult, resolve_config, resolve_device
 
 logger = logging.getLogger("covgym")
@@ -218,10 +219,11 @@ def train_with_trl(config: TrainConfig, resume: bool = False, overwrite: bool = 
         was_training = policy.model.training
         policy.model.eval()
         first: list = []
-        result = evaluate(policy, eval_spec, sampling, eval_envs, first_batch_out=first if samples is not None else None)
+        keep = first if samples is not None else None
+        result = evaluate(policy, eval_spec, sampling, eval_envs, first_batch_out=keep)
         policy.model.train(was_training)
         if first:  # each held-out problem's first sample, as covgym's trainer keeps them
-            store_samples(first[0], list(range(0, first[0].batch_size, eval_spec.samples))[:config.samples_per_step],
+            store_samples(first[0], first_sample_rows(first[0].batch_size, eval_spec.samples, config.samples_per_step),
                           step, "test")
         return result
 

@@ -31,6 +31,12 @@ def spread_rows(group_ids: Sequence[int], count: int) -> list[int]:
     return (rows + extra)[:count]
 
 
+def first_sample_rows(batch_size: int, samples_per_problem: int, count: int) -> list[int]:
+    """Up to ``count`` rows of an evaluation batch (problem-major, ``samples_per_problem`` rows a problem): each
+    problem's first."""
+    return list(range(0, batch_size, samples_per_problem))[:count]
+
+
 def episode_records(batch: Any, decode_token: Any, rows: Iterable[int], step: int, split: str,
                     decode: Any = None) -> list[dict[str, Any]]:
     """One record per row of a scored ``RolloutBatch``.

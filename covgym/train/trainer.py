@@ -36,7 +36,7 @@ from covgym.train.dead_signal import DeadSignalMonitor, signal_statistics
 from covgym.train.evaluation import EvalSpec, evaluate, make_eval_envs
 from covgym.train.rollout import collect_rollout
 from covgym.train.run_dir import check_run_dir, clear_run_dir
-from covgym.train.samples import SampleWriter, episode_records, markdown, spread_rows
+from covgym.train.samples import SampleWriter, episode_records, first_sample_rows, markdown, spread_rows
 from covgym.train.warmstart import is_warm_started
 
 logger = logging.getLogger("covgym")
@@ -518,7 +518,7 @@ class Trainer:
         result = evaluate(self.policy, self.eval_spec, self.sampling, self._eval_envs,
                           first_batch_out=samples if self._samples is not None else None)
         if samples:  # one row per problem: each held-out problem's first sample
-            rows = list(range(0, samples[0].batch_size, self.eval_spec.samples))[:self.config.samples_per_step]
+            rows = first_sample_rows(samples[0].batch_size, self.eval_spec.samples, self.config.samples_per_step)
             self._store_samples(samples[0], rows, self._sample_step, "test")
         return result
 
